@@ -1,0 +1,1 @@
+"""calib: offline fitting of what the runtime needs (codec statistics, Kalman noise, bounds)."""

@@ -1,0 +1,1 @@
+"""export: host build step (PyTorch -> checked ONNX -> TensorRT engines on the device)."""

@@ -1,0 +1,1 @@
+"""vla: reference verifier and drafter models (PyTorch) and their training. Host only."""
