@@ -1,0 +1,163 @@
+"""Reference VLA: shapes, KV cache vs recomputation, padding, tokenizer, training, artifact."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge.codec import ActionCodec, ActionStats
+from vla.artifact import ArtifactError, load_drafter, load_manifest, load_verifier, save_state, write_manifest
+from vla.drafter import Drafter, distill_loss, drafter_inputs
+from vla.eval_draft import chain_accept_lengths
+from vla.model import VLAConfig, Verifier
+from vla.tokenizer import Tokenizer
+
+CFG = VLAConfig(d_model=64, n_layers=2, n_heads=4, ffn_dim=128, n_text=48)
+
+
+def batch(B=3, P=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (B, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
+    prompt = torch.randint(4, CFG.n_text, (B, P), generator=g)
+    acts = torch.randint(CFG.n_text, CFG.vocab_size, (B, 7), generator=g)
+    return img, prompt, acts
+
+
+def test_shapes():
+    torch.manual_seed(0)
+    m = Verifier(CFG).eval()
+    img, prompt, acts = batch()
+    logits, hidden = m.teacher_forced(img, prompt, acts)
+    T = 1 + CFG.n_visual + prompt.shape[1] + 7
+    assert logits.shape == (3, 7, CFG.vocab_size) and hidden.shape == (3, T, CFG.d_model)
+    lg, h, kv, valid, x = m.prefill(img, prompt)
+    assert kv.shape == (CFG.n_layers, 2, 3, CFG.n_heads, T - 7, CFG.head_dim)
+    assert m.greedy_actions(img, prompt).shape == (3, 7)
+
+
+def test_kv_cache_decoding_equals_full_recompute():
+    torch.manual_seed(1)
+    m = Verifier(CFG).eval()
+    img, prompt, _ = batch(4)
+    assert torch.equal(m.greedy_actions(img, prompt), m.full_recompute_greedy(img, prompt))
+    # the logits too, not only the argmax: prefill(prefix)+extend(7) == one pass over prefix+7
+    toks = m.greedy_actions(img, prompt)
+    _, _, kv, valid, _ = m.prefill(img, prompt)
+    ext, _, _ = m.extend(toks, kv, valid)
+    full, _ = m.teacher_forced(img, prompt, toks)
+    assert torch.allclose(ext[:, :-1], full[:, 1:], atol=1e-5)
+
+
+def test_left_padding_is_invisible():
+    torch.manual_seed(2)
+    m = Verifier(CFG).eval()
+    img, prompt, acts = batch(2)
+    padded = torch.cat([torch.zeros(2, 4, dtype=torch.long), prompt], dim=1)
+    a, _ = m.teacher_forced(img, prompt, acts)
+    b, _ = m.teacher_forced(img, padded, acts)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(m.greedy_actions(img, prompt), m.greedy_actions(img, padded))
+
+
+def test_tokenizer_round_trip(tmp_path):
+    instr = ["pick up the red block", "put the blue block on the plate", "push the green block to the left"]
+    tok = Tokenizer.build(instr, n_text=64)
+    for s in instr:
+        assert " ".join(tok.decode(tok.encode(s))) == s
+    assert tok.unknown_words("pick up the purple cube") == ["purple", "cube"]
+    assert tok.encode("purple")[0] == 3  # <unk>
+    p = tok.prompt_ids("pick up the red block")
+    assert tok.decode(p)[:4] == ["in", ":", "what", "action"] and tok.decode(p)[-3:] == ["?", "out", ":"]
+    tok.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.itos == tok.itos and again.prompt_ids("pick up the red block") == p
+    with pytest.raises(ValueError, match="do not fit n_text=8"):
+        Tokenizer.build(instr, n_text=8)
+
+
+def test_tiny_training_lowers_loss():
+    torch.manual_seed(3)
+    m = Verifier(CFG)
+    img, prompt, acts = batch(8, seed=3)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+
+    def loss_fn():
+        logits, _ = m.teacher_forced(img, prompt, acts)
+        return F.cross_entropy(logits.reshape(-1, CFG.vocab_size), acts.reshape(-1))
+
+    first = loss_fn().item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    assert loss_fn().item() < 0.5 * first
+
+
+def test_drafter_distillation_learns_and_chain_eval():
+    torch.manual_seed(4)
+    v = Verifier(CFG).eval()
+    for p in v.parameters():
+        p.requires_grad_(False)
+    d = Drafter(CFG)
+    img, prompt, _ = batch(6, seed=4)
+    greedy = v.greedy_actions(img, prompt)
+    feat, nxt, T = drafter_inputs(v, img, prompt, greedy)
+    opt = torch.optim.AdamW(d.parameters(), lr=3e-3)
+    first, _ = distill_loss(d, v, feat, nxt, T)
+    for _ in range(60):
+        opt.zero_grad()
+        loss, stats = distill_loss(d, v, feat, nxt, T)
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item()
+    d.eval()
+    lens = chain_accept_lengths(v, d, img, prompt, r=0)
+    assert lens.shape == (6,) and lens.min() >= 0 and lens.max() <= 6
+    assert torch.all(chain_accept_lengths(v, d, img, prompt, r=10**6) == 6)
+
+
+def make_artifact(root):
+    torch.manual_seed(5)
+    root.mkdir()
+    m = Verifier(CFG)
+    save_state(m, root / "verifier.pt")
+    save_state(Drafter(CFG), root / "drafter.pt")
+    Tokenizer.build(["pick up the red block"], CFG.n_text).save(root / "tokenizer.json")
+    stats = ActionStats(q01=(-0.01,) * 6 + (0.0,), q99=(0.01,) * 6 + (1.0,), mask=(True,) * 6 + (False,))
+    write_manifest(root, CFG, stats, {"data": {"sha256": "x"}})
+    return m
+
+
+def test_artifact_manifest_loads_and_matches(tmp_path):
+    m = make_artifact(tmp_path / "a")
+    man = load_manifest(tmp_path / "a")
+    assert set(man["files"]) == {"verifier.pt", "drafter.pt", "tokenizer.json"}
+    v, _ = load_verifier(tmp_path / "a")
+    assert torch.allclose(v.lm_head.weight, m.lm_head.weight.half().float())
+    load_drafter(tmp_path / "a")
+    codec = ActionCodec(ActionStats.from_json(man["codec"]["action"]), man["codec"]["vocab_size"])
+    assert codec.first_action_token == CFG.n_text
+
+
+def test_artifact_refuses_corruption(tmp_path):
+    make_artifact(tmp_path / "a")
+    p = tmp_path / "a" / "verifier.pt"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="verifier.pt: sha256 does not match"):
+        load_manifest(tmp_path / "a")
+    (tmp_path / "a" / "drafter.pt").unlink()
+    with pytest.raises(ArtifactError, match="drafter.pt: listed in the manifest but missing"):
+        load_manifest(tmp_path / "a", check_hashes=False)
+    with pytest.raises(ArtifactError, match="manifest not found"):
+        load_manifest(tmp_path / "nope")
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    man["codec"]["n_bins"] = 255
+    man["files"].pop("drafter.pt")
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ArtifactError, match="do not match the model's"):
+        load_manifest(tmp_path / "a", check_hashes=False)

@@ -1,0 +1,256 @@
+"""Reference verifier: a small OpenVLA-shaped VLA (PyTorch, host only).
+
+Contract:
+- Sequence layout: ``[BOS, v_1 .. v_N, prompt tokens, a_1 .. a_7]``. ``v_i`` are visual tokens
+  (a conv stem per camera view, then a linear projector); the rest are token embeddings.
+- Vocabulary: ``vocab_size = n_text + n_bins``; the last ``n_bins`` ids are the action bins, so
+  ``edge.codec.ActionCodec(stats, vocab_size)`` encodes and decodes them (token = vocab - bin).
+- The decoder is Llama-style: RMSNorm, rotary position embeddings, SwiGLU, no biases.
+- ``forward_embeds(x, positions, mask, past_kv)`` is the one primitive everything else uses:
+  ``x`` ``[B, T, D]``, ``positions`` ``[B, T]`` int64, ``mask`` ``[B, T, P + T]`` bool (True =
+  may attend), ``past_kv`` ``[L, 2, B, H, P, Dh]`` (P may be 0). It returns ``logits [B, T, V]``,
+  ``hidden [B, T, D]`` (after the final norm: the LM head's input, EAGLE's feature) and the
+  present cache ``[L, 2, B, H, P + T, Dh]``. A prefill, a chain verify and a tree verify are the
+  same call with different masks and positions.
+- ``prefill`` / ``extend`` handle left-padded prompts (padding masked out, positions numbered
+  without it) and chain or tree continuations.
+- ``greedy_actions(image, prompt_ids)`` is the plain reference decoder (prefill + 6 decode steps
+  with the KV cache, argmax over the whole vocabulary as OpenVLA does);
+  ``full_recompute_greedy`` is its cache-free twin (unpadded prompts) used by tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["VLAConfig", "Verifier", "causal_mask", "RMSNorm", "DecoderLayer", "rope"]
+
+
+@dataclasses.dataclass(frozen=True)
+class VLAConfig:
+    n_text: int = 64  # text vocabulary size (specials + words); action bins come after
+    n_bins: int = 256  # action bins (OpenVLA: 256)
+    action_dim: int = 7  # tokens per action
+    d_model: int = 256  # hidden size
+    n_layers: int = 4  # decoder layers
+    n_heads: int = 8  # attention heads
+    ffn_dim: int = 704  # SwiGLU inner size
+    image_size_px: int = 64  # square input images
+    n_views: int = 2  # camera views (third-person, wrist)
+    patch_grid: int = 4  # visual tokens per view = patch_grid ** 2
+    max_seq: int = 128  # longest sequence (prefix + action + draft tree)
+    rope_theta: float = 10000.0  # rotary base
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_text + self.n_bins
+
+    @property
+    def n_visual(self) -> int:
+        return self.n_views * self.patch_grid**2
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding of ``x`` ``[B, H, T, Dh]`` at integer ``positions`` ``[B, T]``."""
+    dh = x.shape[-1]
+    inv = 1.0 / (theta ** (torch.arange(0, dh, 2, dtype=torch.float32, device=x.device) / dh))
+    ang = positions.to(torch.float32)[:, None, :, None] * inv  # [B, 1, T, Dh/2]
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        d, self.h, self.dh, self.theta = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.rope_theta
+        self.attn_norm = RMSNorm(d, cfg.norm_eps)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.ffn_norm = RMSNorm(d, cfg.norm_eps)
+        self.gate_up = nn.Linear(d, 2 * cfg.ffn_dim, bias=False)
+        self.down = nn.Linear(cfg.ffn_dim, d, bias=False)
+
+    def forward(self, x, positions, mask, past_k, past_v):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).split(D, dim=-1)
+        q = rope(q.view(B, T, self.h, self.dh).transpose(1, 2), positions, self.theta)
+        k = rope(k.view(B, T, self.h, self.dh).transpose(1, 2), positions, self.theta)
+        v = v.view(B, T, self.h, self.dh).transpose(1, 2)
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.dh)
+        att = att.masked_fill(~mask[:, None, :, :], float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, D)
+        x = x + self.o(y)
+        g, u = self.gate_up(self.ffn_norm(x)).chunk(2, dim=-1)
+        x = x + self.down(F.silu(g) * u)
+        return x, k, v
+
+
+class VisionEncoder(nn.Module):
+    """Conv stem per view: ``[B, V, H, W, 3]`` uint8 -> ``[B, V * G * G, D]`` visual tokens."""
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = 64
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(32, c, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(c, c, 3, stride=1, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(cfg.patch_grid),
+        )
+        self.view_embed = nn.Parameter(torch.zeros(cfg.n_views, 1, c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.patch_grid**2, c))
+        self.proj = nn.Sequential(nn.Linear(c, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        B, V = images.shape[:2]
+        x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+        f = self.stem(x).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
+        f = f.reshape(B, V, -1, f.shape[-1]) + self.view_embed[None] + self.pos_embed[:, None]
+        return self.proj(f.reshape(B, -1, f.shape[-1]))
+
+
+def causal_mask(T: int, past: int = 0, batch: int = 1, device=None) -> torch.Tensor:
+    """``[B, T, past + T]`` bool: each new position sees the whole past and earlier new ones."""
+    m = torch.ones(T, past + T, dtype=torch.bool, device=device)
+    m[:, past:] = torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))
+    return m.expand(batch, T, past + T)
+
+
+class Verifier(nn.Module):
+    PAD = 0
+    BOS = 1
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionEncoder(cfg)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def empty_kv(self, batch: int, device=None) -> torch.Tensor:
+        c = self.cfg
+        return torch.zeros(c.n_layers, 2, batch, c.n_heads, 0, c.head_dim, device=device)
+
+    def prefix_embeds(self, images: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + N + P, D]``: BOS, visual tokens, prompt token embeddings."""
+        B = images.shape[0]
+        bos = self.embed(torch.full((B, 1), self.BOS, dtype=torch.long, device=images.device))
+        return torch.cat([bos, self.vision(images), self.embed(prompt_ids)], dim=1)
+
+    def forward_embeds(self, x, positions, mask, past_kv):
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, positions, mask, past_kv[i, 0], past_kv[i, 1])
+            ks.append(k)
+            vs.append(v)
+        hidden = self.norm(x)
+        kv = torch.stack([torch.stack(ks), torch.stack(vs)], dim=1)
+        return self.lm_head(hidden), hidden, kv
+
+    def forward_tokens(self, tokens, positions, mask, past_kv):
+        return self.forward_embeds(self.embed(tokens), positions, mask, past_kv)
+
+    def teacher_forced(self, images, prompt_ids, action_tokens):
+        """Training pass: logits ``[B, 7, V]`` predicting each action token, and all hidden.
+
+        ``prompt_ids`` may be left-padded with ``PAD`` (0): padded keys are masked out and the
+        positions of real tokens are numbered as if the padding were absent, so a padded row
+        computes exactly what the unpadded sequence would."""
+        x = torch.cat([self.prefix_embeds(images, prompt_ids), self.embed(action_tokens)], dim=1)
+        B, T, _ = x.shape
+        nv = 1 + self.cfg.n_visual
+        valid = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        valid[:, nv : nv + prompt_ids.shape[1]] = prompt_ids != self.PAD
+        pos = valid.long().cumsum(1) - 1
+        mask = causal_mask(T, 0, B, x.device) & valid[:, None, :]
+        logits, hidden, _ = self.forward_embeds(x, pos, mask, self.empty_kv(B, x.device))
+        A = action_tokens.shape[1]
+        return logits[:, T - A - 1 : T - 1], hidden
+
+    def prefill(self, images, prompt_ids):
+        """Prefix pass with left-padded prompts. Returns ``(logits, hidden, kv, key_valid, x)``:
+        ``key_valid`` ``[B, T]`` marks real (non-pad) keys; the next position is
+        ``key_valid.sum(1)``; ``x`` are the prefix input embeddings."""
+        x = self.prefix_embeds(images, prompt_ids)
+        B, T, _ = x.shape
+        nv = 1 + self.cfg.n_visual
+        valid = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        valid[:, nv:] = prompt_ids != self.PAD
+        pos = valid.long().cumsum(1) - 1
+        mask = causal_mask(T, 0, B, x.device) & valid[:, None, :]
+        logits, hidden, kv = self.forward_embeds(x, pos, mask, self.empty_kv(B, x.device))
+        return logits, hidden, kv, valid, x
+
+    def extend(self, tokens, kv, key_valid, tree_mask=None, depths=None):
+        """Append ``tokens`` ``[B, K]`` after a prefill: a chain (causal) or, with ``tree_mask``
+        ``[K, K]`` (True = ancestor or self) and ``depths`` ``[K]``, a draft tree."""
+        B, K = tokens.shape
+        start = key_valid.long().sum(1, keepdim=True)  # [B, 1] next position
+        if tree_mask is None:
+            tree_mask = torch.tril(torch.ones(K, K, dtype=torch.bool, device=tokens.device))
+            depths = torch.arange(K, device=tokens.device)
+        pos = start + depths[None]
+        mask = torch.cat([key_valid[:, None, :].expand(B, K, -1), tree_mask.expand(B, K, K)], dim=2)
+        return self.forward_tokens(tokens, pos, mask, kv)
+
+    @torch.no_grad()
+    def greedy_actions(self, images, prompt_ids):
+        """Plain AR greedy with the KV cache: prefill gives token 1, then 6 decode steps."""
+        logits, _, kv, valid, _ = self.prefill(images, prompt_ids)
+        tok = logits[:, -1].argmax(-1)
+        out = [tok]
+        for _ in range(self.cfg.action_dim - 1):
+            logits, _, kv = self.extend(tok[:, None], kv, valid)
+            valid = torch.cat([valid, torch.ones_like(valid[:, :1])], dim=1)
+            tok = logits[:, -1].argmax(-1)
+            out.append(tok)
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def full_recompute_greedy(self, images, prompt_ids):
+        """Cache-free twin of ``greedy_actions`` (recomputes the whole sequence each token)."""
+        prefix = self.prefix_embeds(images, prompt_ids)
+        B = prefix.shape[0]
+        toks = torch.zeros(B, 0, dtype=torch.long, device=prefix.device)
+        for _ in range(self.cfg.action_dim):
+            x = torch.cat([prefix, self.embed(toks)], dim=1)
+            T = x.shape[1]
+            pos = torch.arange(T, device=x.device).expand(B, T)
+            logits, _, _ = self.forward_embeds(x, pos, causal_mask(T, 0, B, x.device), self.empty_kv(B, x.device))
+            toks = torch.cat([toks, logits[:, -1].argmax(-1)[:, None]], dim=1)
+        return toks

@@ -1,0 +1,216 @@
+"""``python -m vla.train verifier|drafter --data DIR --out DIR``: train the reference models.
+
+verifier  fits the codec statistics (calib) and the tokenizer from the dataset, then trains the
+          verifier by teacher-forced cross-entropy on the 7 action tokens of every step of the
+          successful episodes (random-shift augmentation); writes verifier.pt, tokenizer.json and
+          manifest.json into --out.
+drafter   self-distillation as Spec-VLA: runs the verifier (from --out) greedily on the dataset,
+          trains the drafter on its own greedy tokens (SmoothL1 on features + 0.1 CE), reports
+          the accepted length of 6-token chains on held-out episodes at r = 0, 3, 5, 9, and adds
+          drafter.pt and the metrics to the manifest.
+
+Episodes are split into train and held-out by episode index (every k-th episode held out), with
+fixed seeds; a checkpoint is written every --ckpt-every steps and --resume continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from calib.stats import fit_action_stats
+from edge.codec import ActionCodec
+from vla.artifact import load_manifest, load_verifier, save_state, write_manifest, load_tokenizer, load_codec
+from vla.data import Samples, augment_shift, dataset_instructions, load_samples
+from vla.drafter import Drafter, distill_loss, drafter_inputs
+from vla.eval_draft import chain_accept_lengths
+from vla.model import VLAConfig, Verifier
+from vla.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def split(samples: Samples, holdout_every: int) -> tuple[Samples, Samples]:
+    held = samples.episode % holdout_every == 0
+    return samples.subset(torch.nonzero(~held).squeeze(1)), samples.subset(torch.nonzero(held).squeeze(1))
+
+
+@torch.no_grad()
+def token_accuracy(model: Verifier, s: Samples, batch: int = 256) -> dict:
+    model.eval()
+    correct, total, bin_err = torch.zeros(7), 0, torch.zeros(7)
+    for i in range(0, len(s), batch):
+        logits, _ = model.teacher_forced(s.images[i:i + batch], s.prompt[i:i + batch], s.actions[i:i + batch])
+        pred = logits.argmax(-1)
+        tgt = s.actions[i:i + batch]
+        correct += (pred == tgt).float().sum(0)
+        bin_err += (pred - tgt).abs().float().sum(0)
+        total += tgt.shape[0]
+    model.train()
+    return {"token_acc": (correct / total).mean().item(), "token_acc_per_dim": (correct / total).tolist(),
+            "mean_bin_error_per_dim": (bin_err / total).tolist()}
+
+
+def train_verifier(args) -> int:
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
+    stats, stats_report = fit_action_stats(args.data)
+    tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text)
+    codec = ActionCodec(stats, cfg.vocab_size, cfg.n_bins)
+    samples = load_samples(args.data, tok, codec, cfg.n_views)
+    train, held = split(samples, args.holdout_every)
+    log.info("samples: %d train, %d held-out (every %d-th episode)", len(train), len(held), args.holdout_every)
+    model = Verifier(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    step, ckpt = 0, out / "ckpt_verifier.pt"
+    if args.resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
+    gen = torch.Generator().manual_seed(args.seed + step)
+    model.train()
+    t0 = time.monotonic()
+    bar = tqdm(total=args.steps, initial=step, desc="verifier", dynamic_ncols=True)
+    while step < args.steps:
+        idx = torch.randint(0, len(train), (args.batch,), generator=gen)
+        imgs = augment_shift(train.images[idx], args.shift_px, gen)
+        logits, _ = model.teacher_forced(imgs, train.prompt[idx], train.actions[idx])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), train.actions[idx].reshape(-1),
+                               label_smoothing=args.label_smoothing)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % args.ckpt_every == 0 or step == args.steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+        if args.eval_every and step % args.eval_every == 0 and len(held):
+            bar.write(f"step {step}: held-out token accuracy {token_accuracy(model, held)['token_acc']:.3f}")
+    bar.close()
+    metrics = {"final_loss": loss.item(), "train_seconds": round(time.monotonic() - t0, 1), "steps": step,
+               "train_samples": len(train), "heldout_samples": len(held)}
+    if len(held):
+        metrics.update({f"heldout_{k}": v for k, v in token_accuracy(model, held).items()})
+    save_state(model, out / "verifier.pt")
+    tok.save(out / "tokenizer.json")
+    write_manifest(out, cfg, stats, {
+        "data": {"path": str(args.data), "sha256": samples.data_sha256, **stats_report},
+        "training": {"verifier": {"command": "python -m vla.train " + shlex.join(sys.argv[1:]),
+                                  "args": vars(args), "metrics": metrics}},
+    })
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+@torch.no_grad()
+def greedy_labels(verifier: Verifier, s: Samples, batch: int = 256) -> torch.Tensor:
+    out = []
+    for i in tqdm(range(0, len(s), batch), desc="verifier greedy", dynamic_ncols=True):
+        out.append(verifier.greedy_actions(s.images[i:i + batch], s.prompt[i:i + batch]))
+    return torch.cat(out)
+
+
+def train_drafter(args) -> int:
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    man = load_manifest(out)
+    verifier, _ = load_verifier(out)
+    for p in verifier.parameters():
+        p.requires_grad_(False)
+    cfg = verifier.cfg
+    samples = load_samples(args.data, load_tokenizer(out), load_codec(man), cfg.n_views)
+    train, held = split(samples, args.holdout_every)
+    train.actions = greedy_labels(verifier, train)  # self-distillation targets
+    held.actions = greedy_labels(verifier, held)
+    drafter = Drafter(cfg)
+    opt = torch.optim.AdamW(drafter.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.monotonic()
+    bar = tqdm(range(args.steps), desc="drafter", dynamic_ncols=True)
+    for step in bar:
+        idx = torch.randint(0, len(train), (args.batch,), generator=gen)
+        feat, nxt, T = drafter_inputs(verifier, train.images[idx], train.prompt[idx], train.actions[idx])
+        noise = 0.2 * 512 / feat.shape[1] * args.noise_scale
+        loss, st = distill_loss(drafter, verifier, feat, nxt, T, noise=noise)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(drafter.parameters(), 0.5)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{st['top1']:.2f}")
+    drafter.eval()
+    metrics = {"train_seconds": round(time.monotonic() - t0, 1), "steps": args.steps, "final_top1": st["top1"]}
+    n_eval = min(len(held), args.eval_samples)
+    for r in (0, 3, 5, 9):
+        lens = chain_accept_lengths(verifier, drafter, held.images[:n_eval], held.prompt[:n_eval], r)
+        metrics[f"heldout_accept_len_r{r}"] = lens.float().mean().item()
+        print(f"held-out chains of 6, r={r}: accepted drafts {lens.float().mean():.2f}, "
+              f"tokens per verifier pass {lens.float().mean() + 1:.2f}")
+    save_state(drafter, out / "drafter.pt")
+    training = man.get("training", {})
+    training["drafter"] = {"command": "python -m vla.train " + shlex.join(sys.argv[1:]), "args": vars(args),
+                           "metrics": metrics}
+    from edge.codec import ActionStats
+
+    write_manifest(out, cfg, ActionStats.from_json(man["codec"]["action"]), {"training": training})
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vla.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=["verifier", "drafter"])
+    p.add_argument("--data", required=True, help="dataset directory from `python -m sim.collect`")
+    p.add_argument("--out", required=True, help="artifact directory (drafter: must hold a trained verifier)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (verifier 12000, drafter 4000)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (verifier 1e-3, drafter 1e-3)")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout-every", type=int, default=10, help="every k-th episode is held out")
+    p.add_argument("--shift-px", type=int, default=3, help="random-shift augmentation (verifier)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--noise-scale", type=float, default=0.1, help="x Spec-VLA's feature noise (drafter)")
+    p.add_argument("--eval-every", type=int, default=2000)
+    p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model-json", default="", help="VLAConfig overrides as JSON (verifier)")
+    args = p.parse_args(argv)
+    if args.steps is None:
+        args.steps = 12000 if args.which == "verifier" else 4000
+    if args.lr is None:
+        args.lr = 1e-3
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    return train_verifier(args) if args.which == "verifier" else train_drafter(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
