@@ -33,13 +33,13 @@ __all__ = ["VLAConfig", "Verifier", "causal_mask", "RMSNorm", "DecoderLayer", "r
 
 @dataclasses.dataclass(frozen=True)
 class VLAConfig:
-    n_text: int = 64  # text vocabulary size (specials + words); action bins come after
+    n_text: int = 128  # text vocabulary size (specials + words); action bins come after
     n_bins: int = 256  # action bins (OpenVLA: 256)
     action_dim: int = 7  # tokens per action
-    d_model: int = 256  # hidden size
-    n_layers: int = 4  # decoder layers
-    n_heads: int = 8  # attention heads
-    ffn_dim: int = 704  # SwiGLU inner size
+    d_model: int = 192  # hidden size
+    n_layers: int = 8  # decoder layers
+    n_heads: int = 6  # attention heads
+    ffn_dim: int = 512  # SwiGLU inner size
     image_size_px: int = 64  # square input images
     n_views: int = 2  # camera views (third-person, wrist)
     patch_grid: int = 4  # visual tokens per view = patch_grid ** 2
