@@ -78,7 +78,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor
     cos, sin = torch.cos(ang), torch.sin(ang)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2)
+    return out.reshape(x.shape)  # not flatten(-2): a -1 reshape fails on zero new tokens in ONNX
 
 
 class DecoderLayer(nn.Module):
