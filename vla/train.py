@@ -118,6 +118,7 @@ def train_verifier(args) -> int:
     tok.save(out / "tokenizer.json")
     write_manifest(out, cfg, stats, {
         "data": {"path": str(args.data), "sha256": samples.data_sha256, **stats_report},
+        "instructions": dataset_instructions(args.data),
         "training": {"verifier": {"command": "python -m vla.train " + shlex.join(sys.argv[1:]),
                                   "args": vars(args), "metrics": metrics}},
     })
