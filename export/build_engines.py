@@ -158,6 +158,12 @@ def build(cfg: ExportConfig) -> dict:
             for extra in tmp.glob(path.name + ".data"):
                 files.append({"file": extra.name, "graph": graph, "precision": prec, "kind": "external_data",
                               "sha256": sha256_file(extra)})
+        import numpy as np
+
+        emb = tmp / "token_embeddings.npy"  # the drafter's next-token inputs, looked up on the CPU
+        np.save(emb, verifier.embed.weight.detach().float().numpy())
+        files.append({"file": emb.name, "graph": "embeddings", "precision": "fp32", "kind": "array",
+                      "sha256": sha256_file(emb)})
         trt_ok, trt_msg = tensorrt_available()
         trt_status = {"available": trt_ok, "detail": trt_msg, "engines": []}
         if trt_ok and cfg.tensorrt.enabled:
@@ -168,7 +174,11 @@ def build(cfg: ExportConfig) -> dict:
         (tmp / "io_contract.json").write_text(json.dumps(
             {g: {"inputs": [dataclasses.asdict(t) for t in GRAPHS[g].inputs],
                  "outputs": [dataclasses.asdict(t) for t in GRAPHS[g].outputs]} for g in modules}, indent=1))
-        manifest = {"format_version": FORMAT_VERSION, "source": meta, "config": cfgmod.to_dict(cfg),
+        runtime = {"kv_row_shape": [vcfg.n_layers, 2, vcfg.n_heads, vcfg.head_dim],
+                   "draft_kv_row_shape": [2, vcfg.n_heads, vcfg.head_dim], "max_seq": vcfg.max_seq,
+                   "vocab_size": vcfg.vocab_size, "n_bins": vcfg.n_bins, "n_views": vcfg.n_views,
+                   "image_size_px": vcfg.image_size_px}
+        manifest = {"format_version": FORMAT_VERSION, "source": meta, "runtime": runtime, "config": cfgmod.to_dict(cfg),
                     "files": files, "tensorrt": trt_status, "created_unix": time.time()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if out.exists():
