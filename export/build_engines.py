@@ -160,6 +160,11 @@ def build(cfg: ExportConfig) -> dict:
                               "sha256": sha256_file(extra)})
         import numpy as np
 
+        tok_file = Path(cfg.artifact) / "tokenizer.json"
+        if cfg.source == "reference" and tok_file.is_file():
+            shutil.copyfile(tok_file, tmp / "tokenizer.json")
+            files.append({"file": "tokenizer.json", "graph": "tokenizer", "precision": "-", "kind": "tokenizer",
+                          "sha256": sha256_file(tmp / "tokenizer.json")})
         emb = tmp / "token_embeddings.npy"  # the drafter's next-token inputs, looked up on the CPU
         np.save(emb, verifier.embed.weight.detach().float().numpy())
         files.append({"file": emb.name, "graph": "embeddings", "precision": "fp32", "kind": "array",

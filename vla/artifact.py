@@ -25,7 +25,7 @@ import torch
 
 from edge.codec import ActionCodec, ActionStats
 from vla.model import VLAConfig, Verifier
-from vla.tokenizer import Tokenizer
+from edge.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "reference"

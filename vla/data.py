@@ -20,7 +20,7 @@ import torch
 
 from calib.dataset import iter_episodes, read_episode_index
 from edge.codec import ActionCodec
-from vla.tokenizer import Tokenizer
+from edge.tokenizer import Tokenizer
 
 __all__ = ["Samples", "load_samples", "dataset_instructions", "augment_shift"]
 

@@ -36,7 +36,7 @@ from vla.data import Samples, augment_shift, dataset_instructions, load_samples
 from vla.drafter import Drafter, distill_loss, drafter_inputs
 from vla.eval_draft import chain_accept_lengths
 from vla.model import VLAConfig, Verifier
-from vla.tokenizer import Tokenizer
+from edge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

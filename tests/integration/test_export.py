@@ -12,7 +12,7 @@ from export.build_engines import main as build_main
 from vla.artifact import save_state, write_manifest
 from vla.drafter import Drafter
 from vla.model import VLAConfig, Verifier
-from vla.tokenizer import Tokenizer
+from edge.tokenizer import Tokenizer
 
 CFG = VLAConfig(d_model=64, n_layers=2, n_heads=4, ffn_dim=128, n_text=48)
 

@@ -12,7 +12,7 @@ from vla.artifact import ArtifactError, load_drafter, load_manifest, load_verifi
 from vla.drafter import Drafter, distill_loss, drafter_inputs
 from vla.eval_draft import chain_accept_lengths
 from vla.model import VLAConfig, Verifier
-from vla.tokenizer import Tokenizer
+from edge.tokenizer import Tokenizer
 
 CFG = VLAConfig(d_model=64, n_layers=2, n_heads=4, ffn_dim=128, n_text=48)
 

@@ -1,5 +1,7 @@
 """Instruction tokenizer shipped with the reference model (word level, JSON on disk).
 
+Pure Python: the robot runtime tokenizes instructions with it; the trainer builds it.
+
 Contract:
 - Ids 0..3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``; words follow in a fixed order built
   from the training instructions and OpenVLA's prompt template. The text vocabulary occupies

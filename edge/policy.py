@@ -1,0 +1,98 @@
+"""``EdgePolicy``: observation in, action out, on the exported engines (the robot's policy).
+
+Contract: ``reset()`` at the start of an episode; ``infer(obs) -> (action, stats)`` with ``obs``
+a dict holding ``image`` (and ``wrist_image`` when the model uses two views), uint8 HxWx3, and
+``instruction``; ``action`` is ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` float32 with the
+gripper binarised as OpenVLA's LIBERO post-processing (1.0 open, 0.0 close); ``stats`` is the
+decoder's ``DecodeStats``. The decoder (AR or speculative, chain or tree, acceptance rule) and
+the precision come from ``PolicyConfig``. An instruction with words the model never saw is an
+error naming them, not a silent ``<unk>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from edge.acceptance import AcceptRule
+from edge.codec import ActionCodec, ActionStats
+from edge.decoding import DecodeStats, SpecConfig, decode_ar, decode_speculative
+from edge.runtime_models import load_models
+from edge.tokenizer import Tokenizer
+
+__all__ = ["DecoderConfig", "PolicyConfig", "EdgePolicy", "IMAGE_KEYS"]
+
+IMAGE_KEYS = ("image", "wrist_image")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    method: Literal["ar", "speculative"] = "speculative"  # plain greedy or speculative decoding
+    draft: Literal["chain", "tree"] = "tree"  # drafter proposals as a chain or an EAGLE-2 tree
+    chain_len: int = 6  # chain: drafts per round
+    top_k: int = 4  # tree: children per expansion
+    depth: int = 6  # tree: maximum depth
+    total_tokens: int = 24  # tree: nodes verified per pass
+    threshold_bins: int = 0  # relaxed acceptance |draft - verifier| <= r (0 = exact)
+    exact_gripper: bool = True  # the gripper token must match exactly
+
+    def spec(self) -> SpecConfig:
+        return SpecConfig(self.draft, self.chain_len, self.top_k, self.depth, self.total_tokens,
+                          AcceptRule.relaxed(self.threshold_bins, self.exact_gripper))
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    engines: str = "build/engines"  # engine set directory (python -m export.build_engines)
+    precision: str = "fp32"  # verifier precision: fp32, int8, int4, int4a8 (as built)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime execution providers
+    threads: int = 2  # intra-op threads per session
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+
+
+class EdgePolicy:
+    def __init__(self, cfg: PolicyConfig):
+        self.cfg = cfg
+        root = Path(cfg.engines)
+        need_drafter = cfg.decoder.method == "speculative"
+        self.models, man = load_models(root, cfg.precision, cfg.providers, need_drafter, cfg.threads)
+        codec = man["source"]["codec"]
+        self.codec = ActionCodec(ActionStats.from_json(codec["action"], f"{root}/engines.json:source.codec.action"),
+                                 codec["vocab_size"], codec["n_bins"])
+        self.tokenizer = Tokenizer.load(root / "tokenizer.json")
+        self.n_views = man["runtime"]["n_views"]
+        self._prompts: dict[str, np.ndarray] = {}
+
+    def reset(self) -> None:
+        pass
+
+    def prompt_ids(self, instruction: str) -> np.ndarray:
+        ids = self._prompts.get(instruction)
+        if ids is None:
+            unknown = self.tokenizer.unknown_words(instruction)
+            if unknown:
+                raise ValueError(f"instruction {instruction!r}: words the model never saw: {unknown}")
+            ids = self._prompts[instruction] = np.asarray(self.tokenizer.prompt_ids(instruction), np.int64)
+        return ids
+
+    def images(self, obs: dict) -> np.ndarray:
+        return np.stack([obs[k] for k in IMAGE_KEYS[: self.n_views]])[None]
+
+    def decode(self, obs: dict) -> tuple[list[int], DecodeStats]:
+        images, prompt = self.images(obs), self.prompt_ids(obs["instruction"])
+        if self.cfg.decoder.method == "ar":
+            return decode_ar(self.models, images, prompt)
+        return decode_speculative(self.models, images, prompt, self.cfg.decoder.spec())
+
+    def tokens_to_action(self, tokens: list[int]) -> np.ndarray:
+        t = np.clip(np.asarray(tokens, np.int64), self.codec.first_action_token, self.codec.vocab_size - 1)
+        action = self.codec.decode(t)
+        action[6] = (self.codec.gripper_command(action[6]) + 1.0) / 2.0
+        return action.astype(np.float32)
+
+    def infer(self, obs: dict) -> tuple[np.ndarray, DecodeStats]:
+        tokens, stats = self.decode(obs)
+        return self.tokens_to_action(tokens), stats
