@@ -1,0 +1,54 @@
+"""Small, pure statistics for side-by-side benchmarks.
+
+- ``paired_difference(a, b)``: mean of ``b - a`` over paired outcomes (same seeds) with a 95%
+  interval (normal approximation of the paired mean, t quantile for small n).
+- ``percentiles(x)``: p50 / p99 / max of a latency sample.
+- ``speedup(ar_ms, method_ms)``: per-pair ratio ``ar / method`` summarised as min / median / max
+  (ratios are taken pair by pair, so machine noise that hits both sides cancels).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["paired_difference", "percentiles", "speedup"]
+
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
+        20: 2.09, 30: 2.04, 60: 2.00}
+
+
+def _t95(dof: int) -> float:
+    if dof <= 0:
+        return float("nan")
+    keys = sorted(_T95)
+    for k in keys:
+        if dof <= k:
+            return _T95[k]
+    return 1.96
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must have the same length, got {a.shape} and {b.shape}")
+    d = b - a
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    half = _t95(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "ci95": (mean - half, mean + half), "half_width": half}
+
+
+def percentiles(x: Sequence[float]) -> dict:
+    x = np.asarray(x, float)
+    if x.size == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)), "max": float(x.max())}
+
+
+def speedup(ar_ms: Sequence[float], method_ms: Sequence[float]) -> dict:
+    r = np.asarray(ar_ms, float) / np.asarray(method_ms, float)
+    return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())}
