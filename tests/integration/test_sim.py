@@ -1,0 +1,88 @@
+"""Reference world: predicates on scripted success and failure, determinism, dataset format, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sim.env import ArmEnv
+from sim.expert import ScriptedExpert
+from sim.rollout import run_episode
+from sim.tasks import SUITES, TaskError, get_task, list_tasks
+
+
+class DoNothing:
+    def reset(self):
+        pass
+
+    def infer(self, obs):
+        return np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32)
+
+
+class WrongBlock:
+    """Expert behaviour aimed at another block: must not count as success."""
+
+    def __init__(self, env, other):
+        self.env, self.other = env, other
+        self.inner = ScriptedExpert(env)
+
+    def reset(self):
+        self.inner.reset()
+        self.stages = tuple((v, self.other, t) for v, _, t in self.env.task.stages)
+
+    def infer(self, obs):
+        real = self.env.task
+        self.env.task = type(real)(real.suite, real.name, real.instruction, real.blocks, self.stages,
+                                   real.arrangement, real.max_steps)
+        try:
+            return self.inner.infer(obs)
+        finally:
+            self.env.task = real
+
+
+@pytest.mark.parametrize("suite,task,other", [("spatial", "left", "yellow_b"), ("object", "red", "green"),
+                                              ("goal", "stack_red_on_blue", "blue"), ("goal", "lift_blue", "red"),
+                                              ("long", "red_then_green", "blue")])
+def test_predicates_on_scripted_success_and_failure(suite, task, other):
+    env = ArmEnv(suite, task, seed=7, render=False)
+    assert run_episode(env, ScriptedExpert(env))["success"]
+    env = ArmEnv(suite, task, seed=7, render=False)
+    res = run_episode(env, DoNothing())
+    assert not res["success"] and res["length"] == env.task.max_steps
+    if task != "red_then_green":
+        env = ArmEnv(suite, task, seed=7, render=False)
+        assert not run_episode(env, WrongBlock(env, other))["success"]
+
+
+def test_determinism_by_seed():
+    a = run_episode(e := ArmEnv("object", "blue", 3), ScriptedExpert(e), record=True)["arrays"]
+    b = run_episode(e := ArmEnv("object", "blue", 3), ScriptedExpert(e), record=True)["arrays"]
+    c = run_episode(e := ArmEnv("object", "blue", 4), ScriptedExpert(e), record=True)["arrays"]
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert not np.array_equal(a["image"][0], c["image"][0])
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(TaskError, match="valid suites: spatial, object, goal, long"):
+        list_tasks("kitchen")
+    with pytest.raises(TaskError, match="valid: .*red_on_plate: 'put the red block on the plate'"):
+        get_task("goal", "put the purple block on the plate")
+    assert get_task("goal", "put the red block on the plate").name == "red_on_plate"
+    assert sum(len(t) for t in SUITES.values()) == 15
+
+
+def test_collect_writes_documented_format(tmp_path):
+    from sim.collect import main
+
+    assert main(["--suite", "goal", "--episodes", "2", "--out", str(tmp_path / "ds")]) == 0
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    assert info["fps"] == 10 and info["features"]["action"]["names"][-1] == "gripper"
+    eps = [json.loads(l) for l in (tmp_path / "ds" / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["index"] for e in eps] == [0, 1] and all(e["success"] for e in eps)
+    with np.load(tmp_path / "ds" / "data" / "episode_000000.npz") as z:
+        T = eps[0]["length"]
+        assert z["image"].shape == (T, 64, 64, 3) and z["image"].dtype == np.uint8
+        assert z["action"].shape == (T, 7) and z["joints"].shape == (T, 7)
+        assert set(np.unique(z["action"][:, 6])) <= {0.0, 1.0}
+    assert main(["--suite", "kitchen", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
