@@ -90,10 +90,10 @@ class Bridge:
         self.link = Link(lambda: open_port(self.cfg.url, self.cfg.baudrate), self._on_message,
                          reconnect=self.cfg.reconnect, name="bridge", tx_filter=self.tx_filter)
         deadline = time.monotonic() + self.cfg.handshake_timeout_ms / 1000
-        self.link.send(Hello(PROTOCOL_VERSION, self.limits.n_joints))
-        with self._state_cv:
+        with self._state_cv:  # a Hello lost on the line is sent again every 100 ms
             while self._hello is None and time.monotonic() < deadline:
-                self._state_cv.wait(0.01)
+                self.link.send(Hello(PROTOCOL_VERSION, self.limits.n_joints))
+                self._state_cv.wait(0.1)
         if self._hello is None:
             self.close()
             raise BridgeError(f"{self.cfg.url}: no HelloAck within {self.cfg.handshake_timeout_ms:.0f} ms")
@@ -106,13 +106,24 @@ class Bridge:
         self.link.send(Limits(self.limits.lower_rad, self.limits.upper_rad, self.limits.max_vel_rad_s,
                               self.limits.max_acc_rad_s2))
         threading.Thread(target=self._heartbeat, name="bridge-heartbeat", daemon=True).start()
-        self.link.send(SetMode(1))
-        st = self.wait_state(self.cfg.handshake_timeout_ms)
+        st = self._enter_position_mode(deadline)
         self._prev_cmd = np.asarray(st.positions, float)
         self._prev_vel = np.zeros(self.limits.n_joints)
         log.info("connected to %s: firmware 0x%08x, %d joints", self.cfg.url, self._hello.firmware_id,
                  self._hello.n_joints)
         return self
+
+    def _enter_position_mode(self, deadline: float) -> JointState:
+        """Send SetMode(position) until a JointState confirms it (a lost frame is retried)."""
+        while time.monotonic() < deadline:
+            self.link.send(SetMode(1))
+            t_sent = time.monotonic()
+            while time.monotonic() - t_sent < 0.1:
+                st = self._state
+                if st is not None and st[1] > t_sent and st[0].mode == 1:
+                    return st[0]
+                time.sleep(0.002)
+        raise BridgeError(f"{self.cfg.url}: controller did not enter position mode")
 
     def close(self) -> None:
         if self.link is not None:
@@ -213,8 +224,7 @@ class Bridge:
 
     def resume(self) -> None:
         """Leave e-stop/hold explicitly; the next command is clamped from the current state."""
-        st = self.latest_state(self.cfg.state_max_age_ms)
+        st = self._enter_position_mode(time.monotonic() + self.cfg.handshake_timeout_ms / 1000)
         self._prev_cmd = np.asarray(st.positions, float)
         self._prev_vel = np.zeros(self.limits.n_joints)
         self._prev_t = None
-        self.link.send(SetMode(1))

@@ -138,7 +138,10 @@ class Emulator:
     def _command(self, seq: int, msg: JointCommand) -> None:
         reason = 0
         pos = np.asarray(msg.positions, float)
-        if len(pos) != self.cfg.n_joints:
+        ahead = (seq - self.last_cmd_seq) & 0xFFFF
+        if self.counters["commands_applied"] and (ahead == 0 or ahead >= 0x8000):
+            reason = 7  # a duplicate or an older command than the one applied: never go back
+        elif len(pos) != self.cfg.n_joints:
             reason = 5
         elif not (np.all(np.isfinite(pos)) and np.isfinite(msg.gripper_m)):
             reason = 2
@@ -148,6 +151,7 @@ class Emulator:
             reason = 4
         if reason:
             self.counters["commands_rejected"] += 1
+            self.counters["rejected_reason_%d" % reason] = self.counters.get("rejected_reason_%d" % reason, 0) + 1
             self.link.send(Nack(seq, JointCommand.TYPE, reason))
             return
         self.target = pos

@@ -26,7 +26,7 @@ MODES = {0: "hold", 1: "position", 2: "estop"}
 FAULT_BITS = {0x0001: "estop", 0x0002: "heartbeat_lost", 0x0004: "command_timeout", 0x0008: "limit_violation",
               0x0010: "rebooted"}
 NACK_REASONS = {1: "bad_length", 2: "non_finite", 3: "out_of_limits", 4: "estopped", 5: "wrong_joint_count",
-                6: "unsupported"}
+                6: "unsupported", 7: "stale_seq"}
 
 
 class ProtocolError(ValueError):
