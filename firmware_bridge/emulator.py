@@ -93,6 +93,7 @@ class Emulator:
         self.counters = {"commands_applied": 0, "commands_rejected": 0, "frames_missing": 0, "holds": 0,
                          "estops": 0}
         self._last_rx_seq: int | None = None
+        self._session_cmds = 0  # commands applied since the last Hello (a new host session)
         self.applied: list[tuple[int, tuple[float, ...]]] = []  # (seq, positions) when recording
         self.record_applied = False
         self._lock = threading.Lock()
@@ -111,6 +112,7 @@ class Emulator:
                 if msg.version != PROTOCOL_VERSION or msg.n_joints != self.cfg.n_joints:
                     self.link.send(Nack(seq, Hello.TYPE, 6 if msg.version != PROTOCOL_VERSION else 5))
                 else:
+                    self._session_cmds = 0  # the host's sequence numbers start afresh
                     self.link.send(HelloAck(PROTOCOL_VERSION, self.cfg.n_joints, FIRMWARE_ID))
                     self.last_hb_t = time.monotonic()
             elif isinstance(msg, Heartbeat):
@@ -139,7 +141,7 @@ class Emulator:
         reason = 0
         pos = np.asarray(msg.positions, float)
         ahead = (seq - self.last_cmd_seq) & 0xFFFF
-        if self.counters["commands_applied"] and (ahead == 0 or ahead >= 0x8000):
+        if self._session_cmds and (ahead == 0 or ahead >= 0x8000):
             reason = 7  # a duplicate or an older command than the one applied: never go back
         elif len(pos) != self.cfg.n_joints:
             reason = 5
@@ -157,6 +159,7 @@ class Emulator:
         self.target = pos
         self.gripper_m = float(np.clip(msg.gripper_m, 0.0, self.limits.gripper_max_m))
         self.last_cmd_seq = seq
+        self._session_cmds += 1
         self.last_cmd_t = time.monotonic()
         self.faults &= ~BIT["command_timeout"]
         self.counters["commands_applied"] += 1
