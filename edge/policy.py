@@ -81,11 +81,13 @@ class EdgePolicy:
     def images(self, obs: dict) -> np.ndarray:
         return np.stack([obs[k] for k in IMAGE_KEYS[: self.n_views]])[None]
 
-    def decode(self, obs: dict) -> tuple[list[int], DecodeStats]:
+    def decode(self, obs: dict, decoder: DecoderConfig | None = None) -> tuple[list[int], DecodeStats]:
+        """Decode with the configured decoder, or ``decoder`` (benchmarks share one set of engines)."""
+        dec = decoder or self.cfg.decoder
         images, prompt = self.images(obs), self.prompt_ids(obs["instruction"])
-        if self.cfg.decoder.method == "ar":
+        if dec.method == "ar":
             return decode_ar(self.models, images, prompt)
-        return decode_speculative(self.models, images, prompt, self.cfg.decoder.spec())
+        return decode_speculative(self.models, images, prompt, dec.spec())
 
     def tokens_to_action(self, tokens: list[int]) -> np.ndarray:
         t = np.clip(np.asarray(tokens, np.int64), self.codec.first_action_token, self.codec.vocab_size - 1)
@@ -93,6 +95,13 @@ class EdgePolicy:
         action[6] = (self.codec.gripper_command(action[6]) + 1.0) / 2.0
         return action.astype(np.float32)
 
-    def infer(self, obs: dict) -> tuple[np.ndarray, DecodeStats]:
-        tokens, stats = self.decode(obs)
+    def infer(self, obs: dict, decoder: DecoderConfig | None = None) -> tuple[np.ndarray, DecodeStats]:
+        tokens, stats = self.decode(obs, decoder)
         return self.tokens_to_action(tokens), stats
+
+
+def make_policy(engines: str = "build/engines", precision: str = "fp32", threads: int = 2, **decoder) -> EdgePolicy:
+    """Factory for ``python -m sim.evaluate --policy edge.policy:make_policy --policy-kwargs '{...}'``;
+    ``decoder`` holds ``DecoderConfig`` fields (e.g. ``method``, ``draft``, ``threshold_bins``)."""
+    return EdgePolicy(PolicyConfig(engines=engines, precision=precision, threads=threads,
+                                   decoder=DecoderConfig(**decoder)))
