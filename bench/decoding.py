@@ -76,7 +76,9 @@ def run(args) -> dict:
                          "verifier_passes": [s.verifier_passes for s in st],
                          "drafter_passes": [s.drafter_passes for s in st],
                          "accepted": [a for s in st for a in s.accepted],
-                         "total_ms": [s.total_ms for s in st]})
+                         "total_ms": [s.total_ms for s in st], "prefill_ms": [s.prefill_ms for s in st],
+                         "verify_ms": [s.verify_ms / max(s.verifier_passes - 1, 1) for s in st],
+                         "draft_ms": [s.draft_ms for s in st]})
             bar.update(1)
     bar.close()
     return {"methods": methods, "episodes": rows, "args": vars(args)}
@@ -99,7 +101,10 @@ def summarize(result: dict) -> dict:
              "verifier_passes_per_action": float(passes.mean()),
              "accepted_per_verify": float(acc.mean()) if acc.size else float("nan"),
              "tokens_per_verifier_pass": float(7 / passes.mean()),
-             "latency_ms": percentiles(ms), "episodes": len(rs)}
+             "latency_ms": percentiles(ms), "episodes": len(rs),
+             "prefill_ms_p50": float(np.median(np.concatenate([r["prefill_ms"] for r in rs]))),
+             "verify_pass_ms_p50": float(np.median(np.concatenate([r["verify_ms"] for r in rs]))),
+             "draft_ms_per_action_p50": float(np.median(np.concatenate([r["draft_ms"] for r in rs])))}
         if ar is not None:
             common = sorted(set(by[m]) & set(ar))
             s["paired_success_vs_ar"] = paired_difference([ar[k]["success"] for k in common],
@@ -149,6 +154,10 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps({**result, "summary": summary}, indent=1, default=float))
     (out / "table.md").write_text(table + "\n")
     print(table)
+    if "ar" in summary:
+        a = summary["ar"]
+        print(f"\nAR split: prefill {a['prefill_ms_p50']:.2f} ms, one decode pass {a['verify_pass_ms_p50']:.2f} ms "
+              f"(prefill = {a['prefill_ms_p50'] / a['verify_pass_ms_p50']:.1f} decode passes)")
     print(f"\n{len(result['episodes'])} episodes in {time.monotonic() - t0:.0f} s -> {out}")
     return 0
 
