@@ -19,7 +19,6 @@ Statistics are data (``ActionStats``, written by ``calib`` into the model manife
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +89,9 @@ class ActionStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "ActionStats":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CodecError(f"{path}: action statistics file not found") from None
-        except json.JSONDecodeError as exc:
-            raise CodecError(f"{path}: not valid JSON: {exc}") from None
+        from edge.files import read_json
+
+        data = read_json(path, CodecError, "action statistics file not found")
         return cls.from_json(data.get("action", data), str(path))
 
 

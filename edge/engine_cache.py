@@ -16,6 +16,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from edge.files import read_json, sha256_file
+
 __all__ = ["EngineKey", "EngineSetError", "sha256_file", "read_engine_set", "check_engine_key", "MANIFEST"]
 
 MANIFEST = "engines.json"
@@ -24,14 +26,6 @@ FORMAT_VERSION = 1
 
 class EngineSetError(ValueError):
     """A missing, corrupt or mismatched engine set, naming the file and the field."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +48,7 @@ def read_engine_set(root: str | Path, check_hashes: bool = True) -> dict:
     """Load and verify ``engines.json``: every listed file exists and matches its hash."""
     root = Path(root)
     path = root / MANIFEST
-    try:
-        man = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EngineSetError(f"{path}: not found (build it with `python -m export.build_engines`)") from None
-    except json.JSONDecodeError as exc:
-        raise EngineSetError(f"{path}: not valid JSON: {exc}") from None
+    man = read_json(path, EngineSetError, "not found (build it with `python -m export.build_engines`)")
     if man.get("format_version") != FORMAT_VERSION:
         raise EngineSetError(f"{path}: format_version: expected {FORMAT_VERSION}, got {man.get('format_version')!r}")
     for entry in man.get("files", []):

@@ -17,13 +17,13 @@ PyTorch modules in fp32. Writers go through ``write_manifest`` which records has
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from edge.codec import ActionCodec, ActionStats
+from edge.files import read_json, sha256_file
 from vla.model import VLAConfig, Verifier
 from edge.tokenizer import Tokenizer
 
@@ -36,14 +36,6 @@ __all__ = ["ArtifactError", "write_manifest", "load_manifest", "load_verifier", 
 
 class ArtifactError(ValueError):
     """A missing, corrupt or inconsistent artifact file."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_state(module: torch.nn.Module, path: Path, dtype=torch.float16) -> None:
@@ -78,12 +70,7 @@ def write_manifest(root: Path, cfg: VLAConfig, stats: ActionStats, extra: dict) 
 def load_manifest(root: str | Path = REFERENCE_DIR, check_hashes: bool = True) -> dict:
     root = Path(root)
     path = root / "manifest.json"
-    try:
-        man = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: manifest not found (is {root} a model artifact?)") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: not valid JSON: {exc}") from None
+    man = read_json(path, ArtifactError, f"manifest not found (is {root} a model artifact?)")
     if man.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path}: format_version: expected {FORMAT_VERSION}, got {man.get('format_version')!r}")
     for key in ("files", "model", "codec"):
