@@ -59,6 +59,8 @@ def test_500hz_60s_with_1pct_corruption(emulator_only):
             time.sleep(0.001)
         assert b._state[0].last_cmd_seq == s.seq and h.emulator.counters["commands_applied"] == before + 1
         emu = h.emulator
+        with emu._lock:  # the state right after recovery; later, with no commands, the controller must time out
+            mode_after, faults_after = emu.mode, emu.faults
         dec = emu.link.decoder.counters
         corrupted = inj.counts["flip"] + inj.counts["truncate"]
         print(f"\nsoak: {n} commands in {secs:.1f} s ({n / secs:.0f} Hz), {inj.counts['frames']} frames, "
@@ -72,7 +74,12 @@ def test_500hz_60s_with_1pct_corruption(emulator_only):
         assert dec.errors + emu.link.protocol_errors >= corrupted
         assert emu.counters["frames_missing"] >= corrupted
         assert emu.counters["commands_applied"] >= 0.97 * n
-        assert emu.mode == 1 and not emu.faults
+        assert mode_after == 1 and not faults_after, (mode_after, faults_after)
+        # commands stopped: the controller must flag the stale command and hold (it does not need the host)
+        t0 = time.monotonic()
+        while not emu.faults & 0x0004 and time.monotonic() - t0 < 2.0:
+            time.sleep(0.005)
+        assert emu.faults & 0x0004, "no command_timeout fault after commands stopped"
     finally:
         b.close()
         h.stop()
