@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "reference"
 
 __all__ = ["ArtifactError", "write_manifest", "load_manifest", "load_verifier", "load_drafter",
-           "load_codec", "load_tokenizer", "save_state", "REFERENCE_DIR"]
+           "load_codec", "load_tokenizer", "save_state", "load_state", "REFERENCE_DIR"]
 
 
 class ArtifactError(ValueError):
@@ -90,18 +90,20 @@ def load_manifest(root: str | Path = REFERENCE_DIR, check_hashes: bool = True) -
     return man
 
 
-def _load_state(path: Path) -> dict:
+def load_state(path: str | Path) -> dict:
+    """A saved state dict (fp16 or fp32) as fp32 tensors; ``ArtifactError`` naming the file if unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt pickle/zip
         raise ArtifactError(f"{path}: cannot load checkpoint: {exc}") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def load_verifier(root: str | Path = REFERENCE_DIR) -> tuple[Verifier, dict]:
     root = Path(root)
     man = load_manifest(root)
     model = Verifier(VLAConfig(**man["model"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _load_state(root / "verifier.pt").items()}
+    state = load_state(root / "verifier.pt")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -117,7 +119,7 @@ def load_drafter(root: str | Path = REFERENCE_DIR):
     if "drafter.pt" not in man["files"]:
         raise ArtifactError(f"{root}: the manifest lists no drafter.pt (train it with `python -m vla.train drafter`)")
     d = Drafter(VLAConfig(**man["model"]))
-    state = {k: v.float() for k, v in _load_state(root / "drafter.pt").items()}
+    state = load_state(root / "drafter.pt")
     try:
         d.load_state_dict(state)
     except RuntimeError as exc:

@@ -9,11 +9,15 @@ Contract:
   and LM head are reused frozen (passed in, never copied into the drafter's state dict).
 - ``forward(feat, next_emb, positions, mask, past_kv)`` mirrors the verifier's primitive with a
   one-layer cache ``[2, B, H, P, Dh]``.
+- ``drafter_inputs`` moves a left-padded prompt's padding to the front and masks it out, so
+  training sees exactly the sequences (pairing, positions, keys) the runtime sees.
 - ``distill_loss`` is Spec-VLA's: SmoothL1 on features + 0.1 cross-entropy between the verifier's
   and the drafter's token distributions, on the 6 positions that draft action tokens 2..7.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn as nn
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 from vla.model import DecoderLayer, RMSNorm, VLAConfig, causal_mask
 
-__all__ = ["Drafter", "distill_loss", "drafter_inputs"]
+__all__ = ["Drafter", "DraftBatch", "distill_loss", "drafter_inputs"]
 
 
 class Drafter(nn.Module):
@@ -42,26 +46,62 @@ class Drafter(nn.Module):
         return self.norm(x), torch.stack([k, v])
 
 
-def drafter_inputs(verifier, images, prompt_ids, action_tokens):
-    """Teacher-forced verifier pass over ``[prefix, a_1..a_7]``: returns ``(feat, next_emb, T)``
-    with ``feat[:, t] = f_t`` and ``next_emb[:, t] = e_{t+1}`` for t = 0 .. T+5, where T is the
-    prefix length (the drafter's output at t = T-1+k drafts action token k+2)."""
-    with torch.no_grad():
-        prefix = verifier.prefix_embeds(images, prompt_ids)
-        x = torch.cat([prefix, verifier.embed(action_tokens)], dim=1)
-        B, L, _ = x.shape
-        pos = torch.arange(L).expand(B, L)
-        _, hidden, _ = verifier.forward_embeds(x, pos, causal_mask(L, 0, B), verifier.empty_kv(B))
-    return hidden[:, :-1], x[:, 1:], prefix.shape[1]
+@dataclasses.dataclass
+class DraftBatch:
+    """Teacher-forced drafter inputs for a batch of (possibly left-padded) sequences.
+
+    Each row is ``[pads, BOS, visual, prompt, a_1..a_7]``: the prompt's padding is moved to the
+    front, so the real tokens are contiguous and the EAGLE pairing (``f_t`` with ``e_{t+1}``) is
+    the one the runtime sees for the unpadded prompt. ``feat[:, t] = f_t``,
+    ``next_emb[:, t] = e_{t+1}`` for t = 0 .. L-2; ``positions`` are numbered without the padding;
+    ``key_valid`` marks real keys. ``T = L - 7`` is the prefix length, so the drafter's output at
+    t = T-1+k drafts action token k+2."""
+
+    feat: torch.Tensor  # [B, L-1, D]
+    next_emb: torch.Tensor  # [B, L-1, D]
+    positions: torch.Tensor  # [B, L-1] int64
+    key_valid: torch.Tensor  # [B, L-1] bool
+    T: int
+
+    def __getitem__(self, idx) -> "DraftBatch":
+        return DraftBatch(self.feat[idx], self.next_emb[idx], self.positions[idx], self.key_valid[idx], self.T)
+
+    @staticmethod
+    def cat(parts: list["DraftBatch"]) -> "DraftBatch":
+        return DraftBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("feat", "next_emb", "positions",
+                                                                             "key_valid")), parts[0].T)
 
 
-def distill_loss(drafter: Drafter, verifier, feat, next_emb, T: int, noise: float = 0.0,
-                 p_weight: float = 0.1):
+def key_mask(key_valid: torch.Tensor) -> torch.Tensor:
+    """``[B, L, L]`` causal attention over real keys; a padding row sees itself only (finite garbage,
+    never attended by a real row), so no row is all-masked."""
+    B, L = key_valid.shape
+    eye = torch.eye(L, dtype=torch.bool, device=key_valid.device)
+    return (causal_mask(L, 0, B, key_valid.device) & key_valid[:, None, :]) | eye
+
+
+@torch.no_grad()
+def drafter_inputs(verifier, images, prompt_ids, action_tokens) -> DraftBatch:
+    """One teacher-forced verifier pass over ``[prefix, a_1..a_7]`` with the padding moved first."""
+    x = torch.cat([verifier.prefix_embeds(images, prompt_ids), verifier.embed(action_tokens)], dim=1)
+    B, L, _ = x.shape
+    nv = 1 + verifier.cfg.n_visual
+    valid = torch.ones(B, L, dtype=torch.bool, device=x.device)
+    valid[:, nv : nv + prompt_ids.shape[1]] = prompt_ids != verifier.PAD
+    order = torch.sort(valid.to(torch.int8), dim=1, stable=True).indices  # pads first, order kept
+    x = torch.gather(x, 1, order[:, :, None].expand_as(x))
+    valid = torch.gather(valid, 1, order)
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    _, hidden, _ = verifier.forward_embeds(x, pos, key_mask(valid), verifier.empty_kv(B, x.device))
+    return DraftBatch(hidden[:, :-1], x[:, 1:], pos[:, :-1], valid[:, :-1], L - action_tokens.shape[1])
+
+
+def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0.0, p_weight: float = 0.1):
     """Spec-VLA loss on the positions that draft tokens 2..7; returns ``(loss, stats)``."""
-    B, L, _ = feat.shape
+    feat, T = batch.feat, batch.T
+    B = feat.shape[0]
     inp = feat + noise * (torch.rand_like(feat) - 0.5) if noise > 0 else feat
-    pos = torch.arange(L).expand(B, L)
-    pred, _ = drafter(inp, next_emb, pos, causal_mask(L, 0, B), drafter.empty_kv(B))
+    pred, _ = drafter(inp, batch.next_emb, batch.positions, key_mask(batch.key_valid), drafter.empty_kv(B, feat.device))
     sel = slice(T - 1, T + 5)  # outputs predicting f_T .. f_{T+5} -> tokens a_2 .. a_7
     target_f = feat[:, T : T + 6]
     pred_f = pred[:, sel]

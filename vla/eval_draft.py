@@ -38,13 +38,23 @@ def draft_chain(verifier, drafter, hidden, x, valid, first_token, n: int = 6):
 
 @torch.no_grad()
 def chain_accept_lengths(verifier, drafter, images, prompt_ids, r: int = 0, batch: int = 256) -> torch.Tensor:
-    out = []
-    for i in range(0, images.shape[0], batch):
-        logits, hidden, kv, valid, x = verifier.prefill(images[i:i + batch], prompt_ids[i:i + batch])
-        t1 = logits[:, -1].argmax(-1)
-        drafts = draft_chain(verifier, drafter, hidden, x, valid, t1)
-        vlogits, _, _ = verifier.extend(torch.cat([t1[:, None], drafts], dim=1), kv, valid)
-        y = vlogits[:, :-1].argmax(-1)  # verifier's token after each prefix [t1, d2..d_k]
-        ok = (drafts - y).abs() <= r
-        out.append(ok.long().cumprod(dim=1).sum(dim=1))
-    return torch.cat(out)
+    """Rows are grouped by prompt length and their padding stripped, so every row is decoded
+    exactly as the runtime decodes its unpadded prompt."""
+    out = torch.zeros(images.shape[0], dtype=torch.long)
+    n_pad = (prompt_ids == verifier.PAD).sum(1)
+    for p in n_pad.unique().tolist():
+        rows = torch.nonzero(n_pad == p).squeeze(1)
+        for i in range(0, rows.numel(), batch):
+            sel = rows[i:i + batch]
+            out[sel] = _accept_lengths(verifier, drafter, images[sel], prompt_ids[sel, p:], r)
+    return out
+
+
+def _accept_lengths(verifier, drafter, images, prompt_ids, r: int) -> torch.Tensor:
+    logits, hidden, kv, valid, x = verifier.prefill(images, prompt_ids)
+    t1 = logits[:, -1].argmax(-1)
+    drafts = draft_chain(verifier, drafter, hidden, x, valid, t1)
+    vlogits, _, _ = verifier.extend(torch.cat([t1[:, None], drafts], dim=1), kv, valid)
+    y = vlogits[:, :-1].argmax(-1)  # verifier's token after each prefix [t1, d2..d_k]
+    ok = (drafts - y).abs() <= r
+    return ok.long().cumprod(dim=1).sum(dim=1)

@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from calib.stats import fit_action_stats
 from edge.codec import ActionCodec
-from vla.artifact import load_manifest, load_verifier, save_state, write_manifest, load_tokenizer, load_codec
+from vla.artifact import load_manifest, load_state, load_verifier, save_state, write_manifest, load_tokenizer, load_codec
 from vla.data import Samples, augment_shift, dataset_instructions, load_samples
-from vla.drafter import Drafter, distill_loss, drafter_inputs
+from vla.drafter import DraftBatch, Drafter, distill_loss, drafter_inputs
 from vla.eval_draft import chain_accept_lengths
 from vla.model import VLAConfig, Verifier
 from edge.tokenizer import Tokenizer
@@ -51,6 +51,14 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def split(samples: Samples, holdout_every: int) -> tuple[Samples, Samples]:
     held = samples.episode % holdout_every == 0
     return samples.subset(torch.nonzero(~held).squeeze(1)), samples.subset(torch.nonzero(held).squeeze(1))
+
+
+def random_subset(s: Samples, n: int, seed: int) -> Samples:
+    """At most ``n`` rows of ``s`` drawn without replacement (seeded), kept in their original order."""
+    if n <= 0 or len(s) <= n:
+        return s
+    pick = torch.randperm(len(s), generator=torch.Generator().manual_seed(seed))
+    return s.subset(pick[:n].sort().values)
 
 
 @torch.no_grad()
@@ -81,6 +89,9 @@ def train_verifier(args) -> int:
     train, held = split(samples, args.holdout_every)
     log.info("samples: %d train, %d held-out (every %d-th episode)", len(train), len(held), args.holdout_every)
     model = Verifier(cfg)
+    if args.init:  # continue from saved weights (e.g. a committed fp16 verifier.pt) with a fresh optimizer
+        model.load_state_dict(load_state(args.init))
+        log.info("verifier initialised from %s", args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     step, ckpt = 0, out / "ckpt_verifier.pt"
     if args.resume and ckpt.exists():
@@ -144,8 +155,14 @@ def train_drafter(args) -> int:
     cfg = verifier.cfg
     samples = load_samples(args.data, load_tokenizer(out), load_codec(man), cfg.n_views)
     train, held = split(samples, args.holdout_every)
+    train = random_subset(train, args.max_train_samples, args.seed)
+    held = random_subset(held, args.eval_samples, args.seed + 1)  # across all suites, not the first one
     train.actions = greedy_labels(verifier, train)  # self-distillation targets
     held.actions = greedy_labels(verifier, held)
+    # the verifier is frozen: its teacher-forced features are computed once, not every step
+    feats = DraftBatch.cat([drafter_inputs(verifier, train.images[i:i + 256], train.prompt[i:i + 256],
+                                           train.actions[i:i + 256])
+                            for i in tqdm(range(0, len(train), 256), desc="verifier features", dynamic_ncols=True)])
     drafter = Drafter(cfg)
     opt = torch.optim.AdamW(drafter.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed)
@@ -153,9 +170,9 @@ def train_drafter(args) -> int:
     bar = tqdm(range(args.steps), desc="drafter", dynamic_ncols=True)
     for step in bar:
         idx = torch.randint(0, len(train), (args.batch,), generator=gen)
-        feat, nxt, T = drafter_inputs(verifier, train.images[idx], train.prompt[idx], train.actions[idx])
-        noise = 0.2 * 512 / feat.shape[1] * args.noise_scale
-        loss, st = distill_loss(drafter, verifier, feat, nxt, T, noise=noise)
+        b = feats[idx]
+        noise = 0.2 * 512 / b.feat.shape[1] * args.noise_scale
+        loss, st = distill_loss(drafter, verifier, b, noise=noise)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         opt.zero_grad(set_to_none=True)
@@ -165,9 +182,8 @@ def train_drafter(args) -> int:
         bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{st['top1']:.2f}")
     drafter.eval()
     metrics = {"train_seconds": round(time.monotonic() - t0, 1), "steps": args.steps, "final_top1": st["top1"]}
-    n_eval = min(len(held), args.eval_samples)
     for r in (0, 3, 5, 9):
-        lens = chain_accept_lengths(verifier, drafter, held.images[:n_eval], held.prompt[:n_eval], r)
+        lens = chain_accept_lengths(verifier, drafter, held.images, held.prompt, r)
         metrics[f"heldout_accept_len_r{r}"] = lens.float().mean().item()
         print(f"held-out chains of 6, r={r}: accepted drafts {lens.float().mean():.2f}, "
               f"tokens per verifier pass {lens.float().mean() + 1:.2f}")
@@ -199,8 +215,11 @@ def main(argv=None) -> int:
     p.add_argument("--noise-scale", type=float, default=0.1, help="x Spec-VLA's feature noise (drafter)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")
+    p.add_argument("--max-train-samples", type=int, default=0,
+                   help="drafter: distil on a random subset of this many training samples (0 = all)")
     p.add_argument("--ckpt-every", type=int, default=1000)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from --out/ckpt_verifier.pt (weights, optimizer, step)")
+    p.add_argument("--init", default="", help="verifier: start from these weights (a verifier.pt), fresh optimizer")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-json", default="", help="VLAConfig overrides as JSON (verifier)")
     args = p.parse_args(argv)

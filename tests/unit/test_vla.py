@@ -37,6 +37,23 @@ def test_shapes():
     assert m.greedy_actions(img, prompt).shape == (3, 7)
 
 
+def test_drafter_inputs_ignore_left_padding():
+    """A left-padded prompt gives the drafter the same features, positions and loss inputs as the
+    unpadded prompt the runtime sees (padding invisible)."""
+    torch.manual_seed(5)
+    v, d = Verifier(CFG).eval(), Drafter(CFG).eval()
+    img, prompt, acts = batch(1, P=6, seed=5)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), prompt], dim=1)
+    a, b = drafter_inputs(v, img, prompt, acts), drafter_inputs(v, img, padded, acts)
+    assert b.T == a.T + 3 and b.feat.shape[1] == a.feat.shape[1] + 3  # the actions stay last
+    assert torch.allclose(a.feat, b.feat[:, 3:], atol=1e-5)  # the 3 pad rows come first
+    assert torch.equal(a.next_emb, b.next_emb[:, 3:])
+    assert torch.equal(a.positions, b.positions[:, 3:]) and not b.key_valid[0, :3].any()
+    la, _ = distill_loss(d, v, a)
+    lb, _ = distill_loss(d, v, b)
+    assert torch.allclose(la, lb, atol=1e-5)
+
+
 def test_kv_cache_decoding_equals_full_recompute():
     torch.manual_seed(1)
     m = Verifier(CFG).eval()
@@ -104,12 +121,12 @@ def test_drafter_distillation_learns_and_chain_eval():
     d = Drafter(CFG)
     img, prompt, _ = batch(6, seed=4)
     greedy = v.greedy_actions(img, prompt)
-    feat, nxt, T = drafter_inputs(v, img, prompt, greedy)
+    b = drafter_inputs(v, img, prompt, greedy)
     opt = torch.optim.AdamW(d.parameters(), lr=3e-3)
-    first, _ = distill_loss(d, v, feat, nxt, T)
+    first, _ = distill_loss(d, v, b)
     for _ in range(60):
         opt.zero_grad()
-        loss, stats = distill_loss(d, v, feat, nxt, T)
+        loss, stats = distill_loss(d, v, b)
         loss.backward()
         opt.step()
     assert loss.item() < first.item()
