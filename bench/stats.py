@@ -2,7 +2,8 @@
 
 - ``paired_difference(a, b)``: mean of ``b - a`` over paired outcomes (same seeds) with a 95%
   interval (normal approximation of the paired mean, t quantile for small n).
-- ``percentiles(x)``: p50 / p99 / max of a latency sample.
+- ``percentiles(x)``: n / p50 / p99 / max / mean of a latency sample (``edge.telemetry``'s, so the
+  runtime and the benchmarks report the same statistics).
 - ``speedup(ar_ms, method_ms)``: per-pair ratio ``ar / method`` summarised as min / median / max
   (ratios are taken pair by pair, so machine noise that hits both sides cancels).
 """
@@ -13,6 +14,8 @@ import math
 from typing import Sequence
 
 import numpy as np
+
+from edge.telemetry import percentiles
 
 __all__ = ["paired_difference", "percentiles", "speedup"]
 
@@ -40,13 +43,6 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     sd = float(d.std(ddof=1)) if n > 1 else float("nan")
     half = _t95(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
     return {"n": n, "mean": mean, "ci95": (mean - half, mean + half), "half_width": half}
-
-
-def percentiles(x: Sequence[float]) -> dict:
-    x = np.asarray(x, float)
-    if x.size == 0:
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)), "max": float(x.max())}
 
 
 def speedup(ar_ms: Sequence[float], method_ms: Sequence[float]) -> dict:

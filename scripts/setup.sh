@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install everything this project needs on a fresh Debian machine with Python 3.11:
-# the Debian packages for headless rendering (EGL and OSMesa) and pseudo-terminal tools,
+# the Debian packages for headless rendering (EGL and OSMesa), pseudo-terminal tools and systemd-analyze,
 # then the CPU build of PyTorch (first, so the host extras do not pull CUDA wheels),
 # then this package with its sim, host and dev extras (editable).
 # Usage: bash scripts/setup.sh [--no-apt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libosmesa6 socat)
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1 libosmesa6 socat systemd)  # systemd: systemd-analyze verify of deploy/edge.service
 
 if [[ "${1:-}" != "--no-apt" ]]; then
   missing=()

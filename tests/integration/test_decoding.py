@@ -34,10 +34,10 @@ def trained(artifact, tmp_path_factory):  # noqa: F811
     greedy = v.greedy_actions(imgs, prompt)
     d = Drafter(CFG)
     opt = torch.optim.AdamW(d.parameters(), lr=3e-3)
-    feat, nxt, T = drafter_inputs(v, imgs, prompt, greedy)
+    batch = drafter_inputs(v, imgs, prompt, greedy)
     for _ in range(150):
         opt.zero_grad()
-        loss, _ = distill_loss(d, v, feat, nxt, T)
+        loss, _ = distill_loss(d, v, batch)
         loss.backward()
         opt.step()
     root = tmp_path_factory.mktemp("trained")
