@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
+EXPERT_NAME = "feedback-waypoints-v2"  # sim.expert; v1 was the time-indexed minimum-jerk expert
 
 
 def _one(args):
@@ -66,6 +67,7 @@ def info_json(image_size: int) -> dict:
             "timestamp": {"dtype": "float32", "shape": ["T"], "unit": "s"},
         },
         "mujoco_version": mujoco.__version__,
+        "expert": EXPERT_NAME,
     }
 
 

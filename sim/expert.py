@@ -1,11 +1,17 @@
-"""Scripted expert: minimum-jerk end-effector motions with a parallel gripper.
+"""Scripted expert: a state-feedback waypoint follower with a parallel gripper.
 
 ``ScriptedExpert(env)`` is a policy (``reset()``, ``infer(obs) -> action``) with privileged access
 to the simulator's state (block and plate positions). For each stage of the task (place, stack,
-lift) it plans, from the state at the start of the stage, a sequence of segments: above the
-block with the yaw aligned to its faces, down, close, up, above the target, down, open, up.
-Each motion segment follows the minimum-jerk profile ``s(t) = 10 t^3 - 15 t^4 + 6 t^5`` from the
-commanded pose to the waypoint, so the emitted actions (deltas of the commanded pose) are smooth.
+lift) it plans, from the state at the start of the stage, waypoints: above the block with the yaw
+aligned to its faces, down, close, up, above the target, down, open, up.
+
+Every action is a function of what the arm can see, never of the time spent in a segment: the
+step towards the current waypoint is ``min(v_max, gain * distance)`` (at least ``MIN_STEP_M``,
+never past the waypoint), from the *commanded* tool pose the environment integrates; a gripper
+waypoint waits, with zero motion, until the fingers stop moving. A time-indexed profile (the
+minimum-jerk segments of format version 1) makes images at the start of a segment, or during a
+fixed-length hold, carry several different labels; behaviour cloning then learns to stand still
+there (measured: the arm of a policy trained on such data stalled at the start of segments).
 """
 
 from __future__ import annotations
@@ -16,18 +22,28 @@ import numpy as np
 
 from sim.scene import BLOCK_HALF_M
 
-__all__ = ["ScriptedExpert", "min_jerk"]
+__all__ = ["ScriptedExpert", "feedback_step"]
 
 HOVER_Z_M = 0.14  # travel height of the tool point
 GRASP_Z_M = 0.05  # tool point height when grasping a block resting on the table
-SPEED_M_PER_STEP = 0.016  # average speed of a segment
-YAW_RAD_PER_STEP = 0.12
+V_MAX_M = 0.02  # per control step (0.2 m/s at 10 Hz)
+MIN_STEP_M = 0.004
+GAIN = 0.5  # fraction of the remaining distance covered per step once within v_max / gain
+YAW_MAX_RAD = 0.12
+MIN_YAW_RAD = 0.02
+MAX_STEPS_PER_WAYPOINT = 40  # a waypoint the workspace clip makes unreachable is given up
+GRIP_SETTLED_M = 0.0005  # finger opening change per step below which the fingers have stopped
+GRIP_MAX_STEPS = 8
 
 
-def min_jerk(n: int) -> np.ndarray:
-    """Cumulative progress ``s(k / n)`` for k = 1..n (ends at exactly 1)."""
-    t = np.arange(1, n + 1) / n
-    return 10 * t**3 - 15 * t**4 + 6 * t**5
+def feedback_step(err: np.ndarray | float, v_max: float, v_min: float, gain: float = GAIN):
+    """Step towards a target ``err`` away: length ``min(|err|, max(v_min, min(v_max, gain |err|)))``."""
+    e = np.atleast_1d(np.asarray(err, float))
+    d = float(np.linalg.norm(e))
+    if d == 0.0:
+        return np.zeros_like(e) if np.ndim(err) else 0.0
+    step = e / d * min(d, max(v_min, min(v_max, gain * d)))
+    return step if np.ndim(err) else float(step[0])
 
 
 def _yaw_of(quat) -> float:
@@ -40,25 +56,17 @@ class ScriptedExpert:
         self.env = env
 
     def reset(self) -> None:
-        self.pos = None
-        self.queue: list[np.ndarray] = []
+        self.started = False
+        self.queue: list[tuple] = []
         self.stage = 0
 
     # planning -------------------------------------------------------------------------------
-    def _move(self, target_xyz, target_yaw, grip: float, min_steps: int = 3) -> None:
-        start, yaw0 = self.plan_pos.copy(), self.plan_yaw
-        d = np.linalg.norm(np.asarray(target_xyz) - start)
-        n = max(min_steps, math.ceil(d / SPEED_M_PER_STEP), math.ceil(abs(target_yaw - yaw0) / YAW_RAD_PER_STEP))
-        prev_p, prev_y = start, yaw0
-        for s in min_jerk(n):
-            p = start + (np.asarray(target_xyz) - start) * s
-            y = yaw0 + (target_yaw - yaw0) * s
-            self.queue.append(np.concatenate([p - prev_p, [0.0, 0.0, y - prev_y, grip]]))
-            prev_p, prev_y = p, y
-        self.plan_pos, self.plan_yaw = np.asarray(target_xyz, float), target_yaw
+    def _move(self, target_xyz, target_yaw, grip: float) -> None:
+        self.queue.append(("move", np.asarray(target_xyz, float), float(target_yaw), grip))
+        self.plan_yaw = float(target_yaw)
 
-    def _hold(self, n: int, grip: float) -> None:
-        self.queue += [np.array([0, 0, 0, 0, 0, 0, grip], float)] * n
+    def _grip(self, grip: float) -> None:
+        self.queue.append(("grip", None, self.plan_yaw, grip))
 
     def _aligned_yaw(self, block: str) -> float:
         a = self.env._block_qadr[block]
@@ -73,12 +81,11 @@ class ScriptedExpert:
         yaw = self._aligned_yaw(block)
         self._move([b[0], b[1], HOVER_Z_M], yaw, 1.0)
         self._move([b[0], b[1], GRASP_Z_M + b[2] - BLOCK_HALF_M], yaw, 1.0)
-        self._hold(4, 0.0)
+        self._grip(0.0)
         if verb == "lift":
-            self._move([b[0], b[1], 0.22], yaw, 0.0, min_steps=6)
-            self._hold(6, 0.0)
+            self._move([b[0], b[1], 0.22], yaw, 0.0)
             return
-        self._move([b[0], b[1], HOVER_Z_M + 0.01], yaw, 0.0, min_steps=5)
+        self._move([b[0], b[1], HOVER_Z_M + 0.01], yaw, 0.0)
         if verb == "stack":
             t = st["blocks"][target]
             goal = np.array([t[0], t[1], t[2] + 2 * BLOCK_HALF_M + GRASP_Z_M - BLOCK_HALF_M + 0.006])
@@ -91,23 +98,53 @@ class ScriptedExpert:
             xy = plate[:2] + off * across
             goal = np.array([xy[0], xy[1], 0.008 + GRASP_Z_M + 0.006])
         self._move([goal[0], goal[1], HOVER_Z_M + 0.01], yaw, 0.0)
-        self._move(goal, yaw, 0.0, min_steps=4)
-        self._hold(3, 1.0)
-        self._move([goal[0], goal[1], HOVER_Z_M + 0.02], yaw, 1.0, min_steps=4)
+        self._move(goal, yaw, 0.0)
+        self._grip(1.0)
+        self._move([goal[0], goal[1], HOVER_Z_M + 0.02], yaw, 1.0)
         self.placed.append(verb == "place")
 
     # policy ---------------------------------------------------------------------------------
+    def _commanded_yaw(self) -> float:
+        r = self.env.target_rot  # Rz(yaw) @ R_DOWN: the tool's x axis is (cos yaw, sin yaw, 0)
+        return math.atan2(r[1, 0], r[0, 0])
+
+    def _opening(self) -> float:
+        return float(self.env.data.qpos[7] + self.env.data.qpos[8])
+
+    def _action(self):
+        """The action for the head of the queue, or None when that waypoint is done."""
+        kind, xyz, yaw, grip = self.queue[0]
+        self.wp_steps += 1
+        if kind == "grip":
+            opening = self._opening()
+            moving = self.prev_opening is None or abs(opening - self.prev_opening) > GRIP_SETTLED_M
+            self.prev_opening = opening
+            if self.wp_steps > 1 and (not moving or self.wp_steps > GRIP_MAX_STEPS):
+                return None
+            return np.array([0, 0, 0, 0, 0, 0, grip], float)
+        dp = xyz - self.env.target_pos
+        dyaw = (yaw - self._commanded_yaw() + math.pi) % (2 * math.pi) - math.pi
+        if (np.linalg.norm(dp) < 1e-4 and abs(dyaw) < 1e-3) or self.wp_steps > MAX_STEPS_PER_WAYPOINT:
+            return None
+        step = feedback_step(dp, V_MAX_M, MIN_STEP_M)
+        ystep = feedback_step(dyaw, YAW_MAX_RAD, MIN_YAW_RAD)
+        return np.concatenate([step, [0.0, 0.0, ystep, grip]])
+
     def infer(self, obs: dict) -> np.ndarray:
-        if self.pos is None:  # first call of the episode: start from the commanded pose
-            self.pos = True
-            self.plan_pos = self.env.target_pos.copy()
-            self.plan_yaw = 0.0
+        if not self.started:  # first call of the episode: plan from the commanded pose
+            self.started = True
+            self.plan_yaw = self._commanded_yaw()
             self.placed: list[bool] = []
-        while not self.queue:
-            stages = self.env.task.stages
-            if self.stage >= len(stages):
-                self._hold(1, 1.0 if stages[-1][0] != "lift" else 0.0)
-                break
-            self._plan_stage(stages[self.stage])
-            self.stage += 1
-        return self.queue.pop(0).astype(np.float32)
+            self.wp_steps, self.prev_opening = 0, None
+        while True:
+            while not self.queue:
+                stages = self.env.task.stages
+                if self.stage >= len(stages):  # done: stay put with the last gripper state
+                    return np.array([0, 0, 0, 0, 0, 0, 1.0 if stages[-1][0] != "lift" else 0.0], np.float32)
+                self._plan_stage(stages[self.stage])
+                self.stage += 1
+            a = self._action()
+            if a is not None:
+                return a.astype(np.float32)
+            self.queue.pop(0)
+            self.wp_steps, self.prev_opening = 0, None
