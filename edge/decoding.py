@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import numpy as np
 
 from edge.acceptance import AcceptRule, accept_length
-from edge.draft_tree import Tree, chain_tree, grow_tree, log_softmax, paths, tree_mask
+from edge.draft_tree import Tree, add_branch, chain_tree, grow_tree, log_softmax, paths, tree_mask
 from edge.kv_cache import KVCache
 
 __all__ = ["Models", "SpecConfig", "DecodeStats", "decode_ar", "decode_speculative", "ACTION_DIM"]
@@ -51,6 +52,9 @@ class DecodeStats:
     verify_ms: float = 0.0
     draft_ms: float = 0.0
     total_ms: float = 0.0
+    prefill_candidates: int = 0  # whole-action draft nodes verified inside the prefill (one-pass)
+    prefill_accepted: int = 0  # of their best path, tokens accepted
+    compensated: int = 0  # 1 when a rejected tail was filled by the kinematic compensation (KERV)
 
     @property
     def host_ms(self) -> float:
@@ -149,18 +153,79 @@ def _tree_drafts(models, st, root_feat, root_logits, P, cfg: SpecConfig, max_dep
                      min(cfg.depth, max_depth), cfg.total_tokens)
 
 
-def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: SpecConfig) -> tuple[list[int], DecodeStats]:
+def _best_path(tree: Tree, y: np.ndarray, start_dim: int, rule: AcceptRule) -> tuple[int, np.ndarray]:
+    """Longest acceptable path prefix. ``y[0]`` is the verifier's token after the root, ``y[i + 1]``
+    its token after node ``i``; returns ``(accepted, node indices)`` (first path on ties)."""
+    best_n, best = 0, np.zeros(0, np.int64)
+    for path in paths(tree):
+        before = np.concatenate([[0], path[:-1] + 1])  # row of each node's parent
+        n = accept_length(tree.token[path], y[before], start_dim, rule)
+        if n > best_n:
+            best_n, best = n, path[:n]
+    return best_n, best
+
+
+Compensate = Callable[[list[int]], "list[int] | None"]
+
+
+def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: SpecConfig,
+                       candidates: Tree | None = None, candidate_rule: AcceptRule | None = None,
+                       compensate: Compensate | None = None,
+                       branch: Compensate | None = None, use_drafter: bool = True) -> tuple[list[int], DecodeStats]:
+    """Speculative decoding; with ``candidates`` (a tree of whole-action drafts, depth 1 = the
+    first action token, e.g. Kalman forecasts and retrieved actions) the first verifier pass is
+    *one-pass verification*: the candidates ride in the prefill and are checked in the same
+    forward pass (``candidate_rule``, default ``cfg.rule``), so a fully accepted action costs one
+    verifier pass. What is left is decoded by the drafter (``models.draft``) or, without one, one
+    token per pass. ``compensate(tokens)`` is asked after every partial round (KERV): a 7-token
+    list it returns ends decoding, ``None`` continues. ``branch(tokens)`` may return a predicted
+    continuation (KERV's Kalman forecast) that is added to every draft tree as one more branch."""
     st = DecodeStats()
     t0 = time.perf_counter()
     st.verifier_passes += 1
-    out = _timed(st, "prefill_ms", models.prefill.run, _prefill_feeds(images, prompt_ids))
-    models.vkv.reset(out["kv"])
-    T = models.vkv.n
-    tokens = [int(out["logits"][0, -1].argmax())]
-    # drafter over the whole multimodal prefix: row t pairs f_t with the input embedding of t+1
-    nxt = np.concatenate([out["embeds"][0, 1:], models.embeddings[tokens[:1]]])
+    if candidates is not None and len(candidates):
+        feeds = _prefill_feeds(images, prompt_ids, candidates.token, tree_mask(candidates)[1:, 1:],
+                               candidates.depth - 1)
+        st.prefill_candidates = len(candidates)
+    else:
+        feeds, candidates = _prefill_feeds(images, prompt_ids), None
+    out = _timed(st, "prefill_ms", models.prefill.run, feeds)
+    T = out["embeds"].shape[1]
+    y0 = out["logits"][0].argmax(-1)  # [1 + K]: after the prefix, then after each candidate node
+    if candidates is None:
+        models.vkv.reset(out["kv"])
+        tokens, best = [int(y0[0])], np.zeros(0, np.int64)
+    else:
+        n, best = _best_path(candidates, y0, 0, candidate_rule or cfg.rule)
+        st.prefill_accepted = n
+        models.vkv.reset()
+        models.vkv.append(out["kv"], keep=np.concatenate([np.arange(T), T + best]))
+        tokens = candidates.token[best].tolist()
+        if n < ACTION_DIM:
+            tokens.append(int(y0[0 if n == 0 else best[-1] + 1]))
+    tokens = [int(t) for t in tokens]
+    if len(tokens) < ACTION_DIM and compensate is not None:
+        full = compensate(tokens)
+        if full is not None:
+            st.compensated += 1
+            tokens = list(full)
+    if len(tokens) >= ACTION_DIM:
+        st.total_ms = (time.perf_counter() - t0) * 1e3
+        return tokens[:ACTION_DIM], st
+    if models.draft is None or not use_drafter:  # one token per verifier pass
+        while len(tokens) < ACTION_DIM:
+            v = _verify(models, st, [tokens[-1]], [models.vkv.n], np.ones((1, 1), bool))
+            models.vkv.append(v["new_kv"])
+            tokens.append(int(v["logits"][0, -1].argmax()))
+        st.total_ms = (time.perf_counter() - t0) * 1e3
+        return tokens, st
+    # drafter over the committed sequence: row t pairs f_t with the input embedding of t+1
+    rows = models.vkv.n
+    kept = np.arange(T) if candidates is None else np.concatenate([np.arange(T), T + best])
+    hidden = out["hidden"][0, kept]
+    nxt = np.concatenate([out["embeds"][0, 1:], models.embeddings[np.asarray(tokens, np.int64)]])
     models.dkv.reset()
-    d = _draft(models, st, out["hidden"][0], None, np.arange(T), np.tril(np.ones((T, T), bool)), embeds_next=nxt)
+    d = _draft(models, st, hidden, None, np.arange(rows), np.tril(np.ones((rows, rows), bool)), embeds_next=nxt)
     models.dkv.append(d["new_kv"])
     root_feat, root_logits = d["feat_out"][0, -1:], d["logits"][0, -1]
     while len(tokens) < ACTION_DIM:
@@ -172,22 +237,27 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
             tree = _chain_drafts(models, st, root_feat, root_logits, P, min(cfg.chain_len, max_depth))
         else:
             tree = _tree_drafts(models, st, root_feat, root_logits, P, cfg, max_depth)
+        if branch is not None and max_depth > 0:
+            extra = branch(tokens)
+            if extra:
+                tree = add_branch(tree, np.asarray(extra[:max_depth], np.int64))
         v = _verify(models, st, np.concatenate([[tokens[-1]], tree.token]), P + np.concatenate([[0], tree.depth]),
                     tree_mask(tree))
         y = v["logits"][0].argmax(-1)  # verifier's greedy token after each node (index 0 = t_last)
-        best_n, best = 0, np.zeros(0, np.int64)
-        for path in paths(tree):
-            before = np.concatenate([[0], path[:-1] + 1])  # index in the verify input of each node's parent
-            n = accept_length(tree.token[path], y[before], len(tokens), cfg.rule)
-            if n > best_n:
-                best_n, best = n, path[:n]
+        best_n, best = _best_path(tree, y, len(tokens), cfg.rule)
         st.accepted.append(best_n)
         keep = np.concatenate([[0], best + 1])
         new = tree.token[best].tolist() + [int(y[keep[-1]])]
         models.vkv.append(v["new_kv"], keep=keep)
-        tokens += new
+        tokens += [int(t) for t in new]
         if len(tokens) >= ACTION_DIM:
             break
+        if compensate is not None:
+            full = compensate(tokens)
+            if full is not None:
+                st.compensated += 1
+                tokens = list(full)
+                break
         models.dkv.rollback(P)
         d = _draft(models, st, v["hidden"][0, keep], new, P + np.arange(len(keep)),
                    np.tril(np.ones((len(keep), len(keep)), bool)))

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Tree", "grow_tree", "tree_mask", "paths", "log_softmax", "chain_tree"]
+__all__ = ["Tree", "grow_tree", "tree_mask", "paths", "log_softmax", "chain_tree", "add_branch"]
 
 
 @dataclasses.dataclass
@@ -50,6 +50,20 @@ def chain_tree(tokens: np.ndarray) -> Tree:
     """A chain as a tree (each node the child of the previous)."""
     n = len(tokens)
     return Tree(np.asarray(tokens, np.int64), np.arange(n) - 1, np.arange(1, n + 1), np.zeros(n))
+
+
+def add_branch(tree: Tree, chain: np.ndarray) -> Tree:
+    """``tree`` plus ``chain`` hung under the root, sharing any prefix already in the tree."""
+    tok, par, dep, sc = list(tree.token), list(tree.parent), list(tree.depth), list(tree.score)
+    node = -1
+    for d, t in enumerate(np.asarray(chain, np.int64), 1):
+        child = next((i for i in range(len(tok)) if par[i] == node and tok[i] == t), None)
+        if child is None:
+            tok.append(int(t)), par.append(node), dep.append(d), sc.append(-np.inf)
+            child = len(tok) - 1
+        node = child
+    return Tree(np.asarray(tok, np.int64), np.asarray(par, np.int64), np.asarray(dep, np.int64),
+                np.asarray(sc, np.float64))
 
 
 def grow_tree(root_logp: np.ndarray, expand: Callable[[Tree, np.ndarray], np.ndarray], top_k: int,

@@ -93,3 +93,52 @@ def test_gpu_fallback_is_refused(trained):
         OrtEngine(out / "verify.onnx", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     e = OrtEngine(out / "verify.onnx")
     assert e.providers == ["CPUExecutionProvider"]
+
+
+def test_onepass_candidates_in_the_prefill(trained):
+    """Whole-action candidates verified inside the prefill: a right candidate costs one pass, a
+    wrong one never changes the exact result, and a partial match continues from the right row."""
+    from edge.draft_tree import Tree, chain_tree
+
+    v, out, imgs, prompt = trained
+    models, _ = load_models(out)
+    no_drafter, _ = load_models(out, with_drafter=False)
+    for i in range(8):
+        img, pr = imgs[i : i + 1].numpy(), prompt[i].numpy()
+        ar, _ = decode_ar(models, img, pr)
+        toks, s = decode_speculative(models, img, pr, SpecConfig(), candidates=chain_tree(np.asarray(ar)))
+        assert toks == ar and s.verifier_passes == 1 and s.prefill_accepted == 7
+        wrong = list(ar)
+        wrong[3] = ar[3] + 1 if ar[3] + 1 < CFG.vocab_size else ar[3] - 1
+        for m in (models, no_drafter):
+            toks, s = decode_speculative(m, img, pr, SpecConfig(), candidates=chain_tree(np.asarray(wrong)))
+            assert toks == ar and s.prefill_accepted == 3 and 2 <= s.verifier_passes <= 4
+        # two branches sharing the first 3 tokens: the right one wins in a single pass
+        tree = Tree(np.asarray(ar[:3] + wrong[3:] + ar[3:]), np.asarray([-1, 0, 1, 2, 3, 4, 5, 2, 7, 8, 9]),
+                    np.asarray([1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]), np.zeros(11))
+        toks, s = decode_speculative(models, img, pr, SpecConfig(), candidates=tree)
+        assert toks == ar and s.verifier_passes == 1 and s.prefill_candidates == 11
+        # KERV-style compensation: a rejected tail is filled without more verifier passes
+        toks, s = decode_speculative(no_drafter, img, pr, SpecConfig(), candidates=chain_tree(np.asarray(wrong)),
+                                     compensate=lambda t: t + wrong[len(t):])
+        assert toks == ar[:4] + wrong[4:] and s.verifier_passes == 1 and s.compensated == 1
+
+
+def test_onepass_equals_prefill_then_verify(trained):
+    """The prefill's logits after appended drafts equal a plain prefill followed by a verify pass."""
+    from edge.decoding import _prefill_feeds
+    from edge.draft_tree import chain_tree, tree_mask
+
+    v, out, imgs, prompt = trained
+    models, _ = load_models(out)
+    img, pr = imgs[:1].numpy(), prompt[0].numpy()
+    ar, _ = decode_ar(models, img, pr)
+    tree = chain_tree(np.asarray(ar[:6]))
+    one = models.prefill.run(_prefill_feeds(img, pr, tree.token, tree_mask(tree)[1:, 1:], tree.depth - 1))
+    plain = models.prefill.run(_prefill_feeds(img, pr))
+    T = plain["embeds"].shape[1]
+    ver = models.verify.run({"tokens": np.asarray(ar[:6], np.int64)[None], "positions": (T + np.arange(6))[None],
+                             "tree_mask": np.tril(np.ones((6, 6), bool))[None], "past_kv": plain["kv"]})
+    np.testing.assert_allclose(one["logits"][0, 0], plain["logits"][0, 0], atol=1e-4)
+    np.testing.assert_allclose(one["logits"][0, 1:], ver["logits"][0], atol=1e-4)
+    np.testing.assert_allclose(one["kv"][T:], ver["new_kv"], atol=1e-4)

@@ -96,3 +96,16 @@ def test_kv_cache_append_gather_rollback():
         kv.rollback(6)
     with pytest.raises(KVCacheError, match=r"expected shape \[K, 2, 3\]"):
         kv.append(np.zeros((1, 3, 2)))
+
+
+def test_add_branch_shares_prefixes_and_keeps_paths():
+    from edge.draft_tree import add_branch, chain_tree, paths
+
+    t = chain_tree(np.asarray([5, 6, 7]))
+    t2 = add_branch(t, np.asarray([5, 6, 9, 10]))  # shares 5, 6 then forks
+    assert len(t2) == 5 and list(t2.parent[3:]) == [1, 3] and list(t2.depth[3:]) == [3, 4]
+    got = sorted(tuple(t2.token[p]) for p in paths(t2))
+    assert got == [(5, 6, 7), (5, 6, 9, 10)]
+    assert len(add_branch(t2, np.asarray([5, 6]))) == 5  # already there: nothing added
+    t3 = add_branch(t2, np.asarray([8]))
+    assert t3.parent[-1] == -1 and t3.depth[-1] == 1
