@@ -1,7 +1,12 @@
 """``python -m calib``: fit what the runtime needs from recorded data.
 
 Subcommands:
-  stats   action normalisation statistics (q01/q99) for the OpenVLA codec
+  stats      action normalisation statistics (q01/q99) for the OpenVLA codec
+  kerv       KERV: per-DoF Kalman filter noise (Q, R) and the dynamic-threshold bounds
+  retrieval  HeiSD: the retrieval store (image keys -> current and next actions) and its bounds
+
+Each fitting module ``calib/<name>.py`` registers its subcommand with ``add_parser(sub)``, which
+sets ``func`` (args -> exit code).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 import sys
 
 from calib.dataset import DatasetError
+
+FITTERS = ("kerv", "retrieval")  # modules that add a subcommand
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -34,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="dataset directory written by `python -m sim.collect`")
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(func=_cmd_stats)
+    import importlib
+
+    for name in FITTERS:
+        try:
+            mod = importlib.import_module(f"calib.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"calib.{name}":
+                raise
+            continue  # not built yet
+        mod.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
