@@ -108,6 +108,14 @@ def _draft(models: Models, stats: DecodeStats, feat, tokens_next, positions, mas
         "past_kv": models.dkv.view()})
 
 
+def _one_per_pass(models: Models, st: DecodeStats, tokens: list[int]) -> None:
+    """Complete ``tokens`` greedily, one single-token verifier pass each (the cache holds all but the last)."""
+    while len(tokens) < ACTION_DIM:
+        v = _verify(models, st, [tokens[-1]], [models.vkv.n], np.ones((1, 1), bool))
+        models.vkv.append(v["new_kv"])
+        tokens.append(int(v["logits"][0, -1].argmax()))
+
+
 def decode_ar(models: Models, images: np.ndarray, prompt_ids) -> tuple[list[int], DecodeStats]:
     """Plain greedy: the prefill gives token 1, then 6 single-token decode passes."""
     st = DecodeStats()
@@ -116,10 +124,7 @@ def decode_ar(models: Models, images: np.ndarray, prompt_ids) -> tuple[list[int]
     out = _timed(st, "prefill_ms", models.prefill.run, _prefill_feeds(images, prompt_ids))
     models.vkv.reset(out["kv"])
     tokens = [int(out["logits"][0, -1].argmax())]
-    while len(tokens) < ACTION_DIM:
-        v = _verify(models, st, [tokens[-1]], [models.vkv.n], np.ones((1, 1), bool))
-        models.vkv.append(v["new_kv"])
-        tokens.append(int(v["logits"][0, -1].argmax()))
+    _one_per_pass(models, st, tokens)
     st.total_ms = (time.perf_counter() - t0) * 1e3
     return tokens, st
 
@@ -213,10 +218,7 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
         st.total_ms = (time.perf_counter() - t0) * 1e3
         return tokens[:ACTION_DIM], st
     if models.draft is None or not use_drafter:  # one token per verifier pass
-        while len(tokens) < ACTION_DIM:
-            v = _verify(models, st, [tokens[-1]], [models.vkv.n], np.ones((1, 1), bool))
-            models.vkv.append(v["new_kv"])
-            tokens.append(int(v["logits"][0, -1].argmax()))
+        _one_per_pass(models, st, tokens)
         st.total_ms = (time.perf_counter() - t0) * 1e3
         return tokens, st
     # drafter over the committed sequence: row t pairs f_t with the input embedding of t+1
