@@ -28,15 +28,44 @@ FORMAT_VERSION = 1
 EXPERT_NAME = "feedback-waypoints-v2"  # sim.expert; v1 was the time-indexed minimum-jerk expert
 
 
+class ExecNoise:
+    """DART-style execution noise: Gaussian on dx, dy, dz (``xyz_m``) and dyaw (``yaw_rad``),
+    clipped at 2 sigma, only on travel steps (at least ``min_step_m`` long: a grasp, a release and
+    the final approach to a waypoint are not disturbed, so the expert still converges), from a
+    generator seeded by the episode seed, so a dataset stays deterministic. The first
+    ``first_steps`` travel steps get ``first_scale`` times the noise: there the arm's offset from
+    its home pose is otherwise a perfect cue for the next step, and a policy that copies its own
+    past motion instead of looking at the blocks goes the wrong way from the first frame."""
+
+    min_step_m = 0.01
+    first_steps, first_scale = 3, 2.5
+
+    def __init__(self, seed: int, xyz_m: float, yaw_rad: float):
+        self.rng = np.random.default_rng(1_000_003 + int(seed))
+        self.xyz_m, self.yaw_rad = float(xyz_m), float(yaw_rad)
+        self.travel_steps = 0
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        a = np.array(action, np.float64)
+        if np.linalg.norm(a[:3]) < self.min_step_m:
+            return a
+        self.travel_steps += 1
+        k = self.first_scale if self.travel_steps <= self.first_steps else 1.0
+        a[:3] += np.clip(self.rng.normal(0.0, k * self.xyz_m, 3), -2 * k * self.xyz_m, 2 * k * self.xyz_m)
+        a[5] += float(np.clip(self.rng.normal(0.0, self.yaw_rad), -2 * self.yaw_rad, 2 * self.yaw_rad))
+        return a
+
+
 def _one(args):
-    index, suite, task, seed, image_size, out = args
+    index, suite, task, seed, image_size, out, noise = args
     from sim.env import ArmEnv
     from sim.expert import ScriptedExpert
     from sim.rollout import run_episode
 
     env = ArmEnv(suite, task, seed, image_size=image_size)
     try:
-        res = run_episode(env, ScriptedExpert(env), record=True)
+        exec_noise = ExecNoise(seed, *noise) if any(noise) else None
+        res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
     finally:
         env.close()
     arr = res.pop("arrays")
@@ -48,7 +77,7 @@ def _one(args):
     return {"index": index, **{k: res[k] for k in ("suite", "task", "instruction", "seed", "length", "success")}}
 
 
-def info_json(image_size: int) -> dict:
+def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0)) -> dict:
     import mujoco
 
     from sim.env import CONTROL_HZ
@@ -68,6 +97,7 @@ def info_json(image_size: int) -> dict:
         },
         "mujoco_version": mujoco.__version__,
         "expert": EXPERT_NAME,
+        "exec_noise": {"xyz_m": noise[0], "yaw_rad": noise[1]},
     }
 
 
@@ -80,7 +110,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed-start", type=int, default=0, help="first seed (evaluation uses 100000+)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--noise-m", type=float, default=0.0,
+                   help="execution noise sigma on dx, dy, dz in m per step (DART; labels stay clean)")
+    p.add_argument("--noise-rad", type=float, default=0.0, help="execution noise sigma on dyaw in rad per step")
     args = p.parse_args(argv)
+    if args.noise_m < 0 or args.noise_rad < 0:
+        p.error(f"--noise-m/--noise-rad: expected >= 0, got {args.noise_m}, {args.noise_rad}")
     from sim.rollout import episode_plan
     from sim.tasks import TaskError
 
@@ -92,8 +127,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
-    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size), indent=1))
-    jobs = [(i, s, t, seed, args.image_size, str(out)) for i, (s, t, seed) in enumerate(plan)]
+    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad)), indent=1))
+    noise = (args.noise_m, args.noise_rad)
+    jobs = [(i, s, t, seed, args.image_size, str(out), noise) for i, (s, t, seed) in enumerate(plan)]
     records = []
     bar = tqdm(total=len(jobs), desc="collect", dynamic_ncols=True)
     if args.workers > 1:

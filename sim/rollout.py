@@ -3,6 +3,9 @@
 The policy has ``reset()`` and ``infer(obs)`` returning an action or ``(action, stats)``. The
 episode ends on success or when the task's step budget runs out. With ``record=True`` the result
 carries the per-step arrays of the dataset format (observation before each action, the action).
+``exec_noise(action) -> action`` (DART-style data collection) perturbs the action the environment
+executes; the recorded action stays the policy's, so a feedback expert's labels show how to
+recover from the perturbed states a learned policy will visit.
 ``episode_plan(suite, n, seed_start)`` lists ``(suite, task, seed)`` deterministically: tasks in
 turn within a suite, seeds consecutive.
 """
@@ -30,7 +33,7 @@ def episode_plan(suite: str, n: int, seed_start: int) -> list[tuple[str, str, in
     return plan
 
 
-def run_episode(env, policy, record: bool = False) -> dict:
+def run_episode(env, policy, record: bool = False, exec_noise=None) -> dict:
     obs = env.reset()
     policy.reset()
     steps: dict[str, list] = {k: [] for k in RECORD_KEYS + ("action", "timestamp")} if record else {}
@@ -46,7 +49,7 @@ def run_episode(env, policy, record: bool = False) -> dict:
                 steps[k].append(obs[k])
             steps["action"].append(np.asarray(action, np.float32))
             steps["timestamp"].append(env.step_count / 10.0)
-        obs, info = env.step(action)
+        obs, info = env.step(action if exec_noise is None else exec_noise(np.asarray(action, np.float64)))
         if info["done"]:
             break
     result = {"suite": env.task.suite, "task": env.task.name, "instruction": env.task.instruction,

@@ -86,3 +86,32 @@ def test_collect_writes_documented_format(tmp_path):
         assert z["action"].shape == (T, 7) and z["joints"].shape == (T, 7)
         assert set(np.unique(z["action"][:, 6])) <= {0.0, 1.0}
     assert main(["--suite", "kitchen", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_execution_noise_keeps_labels_clean_and_expert_succeeds():
+    """DART collection: the executed motion is perturbed, the recorded label is the expert's
+    feedback action from the perturbed state, and the expert still completes the task."""
+    from sim.collect import ExecNoise
+
+    clean = run_episode(e := ArmEnv("object", "red", 5, render=False), ScriptedExpert(e))
+    env = ArmEnv("object", "red", 5)
+    executed = []
+    noise = ExecNoise(5, 0.006, 0.03)
+
+    def record_exec(a):
+        executed.append(noise(a))
+        return executed[-1]
+
+    noisy = run_episode(env, ScriptedExpert(env), record=True, exec_noise=record_exec)
+    assert clean["success"] and noisy["success"]
+    labels = noisy["arrays"]["action"]
+    executed = np.asarray(executed)
+    travel = np.linalg.norm(labels[:, :3], axis=1) >= ExecNoise.min_step_m
+    assert travel.sum() > 5
+    assert not np.allclose(executed[travel, :3], labels[travel, :3])  # travel steps are perturbed
+    assert np.array_equal(executed[~travel], labels[~travel].astype(np.float64))  # grasps are not
+    assert np.abs(labels[:, :3]).max() <= 0.02 + 1e-6  # labels stay the expert's bounded steps
+    # deterministic by seed
+    n1, n2 = ExecNoise(9, 0.006, 0.0), ExecNoise(9, 0.006, 0.0)
+    a = np.array([0.02, 0, 0, 0, 0, 0, 1.0])
+    assert np.array_equal(n1(a), n2(a)) and n1(a)[6] == 1.0
