@@ -178,3 +178,12 @@ def test_artifact_refuses_corruption(tmp_path):
     (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ArtifactError, match="do not match the model's"):
         load_manifest(tmp_path / "a", check_hashes=False)
+
+
+def test_early_step_weights():
+    from vla.train import sample_weights, steps_in_episode
+
+    ep = torch.tensor([4, 4, 4, 4, 8, 8, 11])
+    assert steps_in_episode(ep).tolist() == [0, 1, 2, 3, 0, 1, 0]
+    assert sample_weights(ep, 2, 6.0).tolist() == [6, 6, 1, 1, 6, 6, 6]
+    assert sample_weights(ep, 0, 6.0).tolist() == [1] * 7
