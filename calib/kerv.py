@@ -43,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.codec_source import add_codec_args, codec_from_args
 from calib.dataset import iter_episodes
-from edge.codec import ActionCodec, ActionStats, CodecError
-from edge.files import read_json
+from edge.codec import CodecError
 from edge.kalman import KFParams
 from edge.kerv import ACTION_DIM, FORMAT_VERSION, KIND, KervConfig, threshold_from_kvar, window_estimates
 
-__all__ = ["codec_from_args", "load_bins", "fit_noise", "window_rows", "fit_kerv", "write_kerv", "add_parser"]
+__all__ = ["load_bins", "fit_noise", "window_rows", "fit_kerv", "write_kerv", "add_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -61,33 +61,6 @@ DIM_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
 
 # ---------------------------------------------------------------- data
-
-
-def codec_from_args(args: argparse.Namespace, actions: list[np.ndarray]) -> tuple[ActionCodec, dict]:
-    """The codec that turns actions into bins, and a description of where it came from."""
-    if getattr(args, "engines", None):
-        path = Path(args.engines) / "engines.json"
-        c = read_json(path, ValueError, "not found (build it with `python -m export.build_engines`)")
-        c = c.get("source", {}).get("codec")
-        where = f"{path}:source.codec"
-    elif getattr(args, "manifest", None):
-        path = Path(args.manifest)
-        doc = read_json(path, ValueError)
-        c = doc.get("codec") or doc.get("source", {}).get("codec")
-        where = f"{path}:codec"
-    elif getattr(args, "action_stats", None):
-        stats = ActionStats.load(args.action_stats)
-        return ActionCodec(stats, 256), {"from": f"action stats {args.action_stats}", "n_bins": 256,
-                                         "action": stats.to_json()}
-    else:
-        stats = ActionStats.from_actions(np.concatenate(actions))
-        return ActionCodec(stats, 256), {"from": "fitted from the data (as calib stats)", "n_bins": 256,
-                                         "action": stats.to_json()}
-    if not isinstance(c, dict) or not {"action", "vocab_size", "n_bins"} <= set(c):
-        raise ValueError(f"{where}: expected an object with action, vocab_size and n_bins, got {c!r}")
-    stats = ActionStats.from_json(c["action"], f"{where}.action")
-    return ActionCodec(stats, int(c["vocab_size"]), int(c["n_bins"])), {
-        "from": where, "vocab_size": int(c["vocab_size"]), "n_bins": int(c["n_bins"]), "action": stats.to_json()}
 
 
 def load_bins(root, args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
@@ -103,7 +76,7 @@ def load_bins(root, args: argparse.Namespace) -> tuple[list[np.ndarray], list[np
         digest.update(a.tobytes())
     if not actions:
         raise ValueError(f"{root}: no successful episodes to fit KERV from")
-    codec, codec_src = codec_from_args(args, actions)
+    codec, codec_src = codec_from_args(args, actions, warn_ids=False)
     if codec.dim != ACTION_DIM:
         raise CodecError(f"{codec_src['from']}: expected a {ACTION_DIM}-dim codec, got {codec.dim}")
     bins = [(codec.encode(a) - codec.first_action_token).astype(np.float64) for a in actions]
@@ -341,10 +314,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset directory written by `python -m sim.collect`")
     p.add_argument("--out", required=True, help="output JSON file (read by edge.kerv.load_kerv_config)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--engines", help="engine set directory: use the codec in its engines.json (source.codec)")
-    src.add_argument("--manifest", help="artifact manifest.json: use its codec")
-    src.add_argument("--action-stats", help="action statistics JSON from `python -m calib stats`")
+    add_codec_args(p)
     p.add_argument("--model", choices=("auto", "cv", "rw"), default="auto",
                    help="default Kalman model in the file; auto: the lower held-out one-step error (default)")
     p.add_argument("--holdout-every", type=int, default=10,

@@ -50,15 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.codec_source import add_codec_args, codec_from_args
 from calib.dataset import iter_episodes, read_episode_index
 from edge.acceptance import accept_length
-from edge.codec import ActionCodec, ActionStats
-from edge.files import read_json
 from edge.motion_metrics import curvature_radius, fused_metric, path_length
 from edge.retrieval import (ACTION_DIM, CALIB_KIND, FORMAT_VERSION, KeySpec, RetrievalConfig, RetrievalStore,
                             drafts_agree, image_key, trajectory_tokens)
 
-__all__ = ["read_dataset", "codec_from_args", "build_store", "evaluate_heldout", "skip_bound", "fused_bounds",
+__all__ = ["read_dataset", "build_store", "evaluate_heldout", "skip_bound", "fused_bounds",
            "fused_threshold", "fit_retrieval", "write_json", "add_parser"]
 
 log = logging.getLogger(__name__)
@@ -70,35 +69,6 @@ NO_SKIP = 1.01  # a cosine bound no similarity reaches
 
 
 # ---------------------------------------------------------------- data
-
-
-def codec_from_args(args: argparse.Namespace, actions: list[np.ndarray]) -> tuple[ActionCodec, dict]:
-    """The model's codec (``--engines`` / ``--manifest``), or one from action statistics
-    (``--action-stats``, else fitted from ``actions``) with ``--vocab-size``."""
-    if getattr(args, "engines", None) or getattr(args, "manifest", None):
-        if args.engines:
-            path = Path(args.engines) / "engines.json"
-            doc = read_json(path, ValueError, "not found (build it with `python -m export.build_engines`)")
-            c, where = doc.get("source", {}).get("codec"), f"{path}:source.codec"
-        else:
-            path = Path(args.manifest)
-            doc = read_json(path, ValueError)
-            c, where = doc.get("codec") or doc.get("source", {}).get("codec"), f"{path}:codec"
-        if not isinstance(c, dict) or not {"action", "vocab_size", "n_bins"} <= set(c):
-            raise ValueError(f"{where}: expected an object with action, vocab_size and n_bins, got {c!r}")
-        stats, vocab, n_bins = ActionStats.from_json(c["action"], f"{where}.action"), int(c["vocab_size"]), int(c["n_bins"])
-    else:
-        if getattr(args, "action_stats", None):
-            stats, where = ActionStats.load(args.action_stats), f"action stats {args.action_stats}"
-        else:
-            stats, where = ActionStats.from_actions(np.concatenate(actions)), "fitted from the data (as calib stats)"
-        n_bins = 256
-        vocab = int(args.vocab_size) if getattr(args, "vocab_size", None) else n_bins
-        if not getattr(args, "vocab_size", None):
-            log.warning("no --vocab-size: store tokens are ids of a %d-id vocabulary (bins only); "
-                        "rebuild with --engines or --manifest for a model's token ids", n_bins)
-    codec = ActionCodec(stats, vocab, n_bins)
-    return codec, {"from": where, "vocab_size": vocab, "n_bins": n_bins, "action": stats.to_json()}
 
 
 def read_dataset(root, args: argparse.Namespace, spec: KeySpec) -> tuple[list[dict], dict]:
@@ -429,11 +399,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset directory written by `python -m sim.collect`")
     p.add_argument("--out", required=True, help=f"output directory ({STORE_FILE} and {CALIB_FILE})")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--engines", help="engine set directory: use the codec in its engines.json (source.codec)")
-    src.add_argument("--manifest", help="artifact manifest.json: use its codec")
-    src.add_argument("--action-stats", help="action statistics JSON from `python -m calib stats` (with --vocab-size)")
-    p.add_argument("--vocab-size", type=int, help="model vocabulary size for --action-stats or fitted statistics")
+    add_codec_args(p)
     p.add_argument("--views", nargs="+", default=list(KeySpec.views), help="image views in the key (default: image wrist_image)")
     p.add_argument("--grid", type=int, default=KeySpec.grid, help="key grid cells per side (default 8)")
     p.add_argument("--holdout-every", type=int, default=10,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["sha256_file", "read_json"]
+__all__ = ["sha256_file", "read_json", "read_versioned_json", "field_error"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -26,3 +26,26 @@ def read_json(path: str | Path, error: type[Exception], missing: str = "not foun
         raise error(f"{path}: {missing}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not valid JSON: {exc}") from None
+
+
+def field_error(path: str | Path, error: type[Exception]):
+    """``fail(field, expected, got)`` raising ``error`` as "<path>: field 'f': expected e, got g"."""
+
+    def fail(field: str, expected, got):
+        raise error(f"{path}: field '{field}': expected {expected}, got {got!r}")
+
+    return fail
+
+
+def read_versioned_json(path: str | Path, error: type[Exception], kind: str, version: int,
+                        missing: str = "not found") -> dict:
+    """Read a calibration-style document: a JSON object whose ``kind`` and ``version`` match."""
+    doc = read_json(path, error, missing)
+    fail = field_error(path, error)
+    if not isinstance(doc, dict):
+        fail("<root>", "a JSON object", type(doc).__name__)
+    if doc.get("kind") != kind:
+        fail("kind", repr(kind), doc.get("kind", "missing"))
+    if doc.get("version") != version:
+        fail("version", version, doc.get("version", "missing"))
+    return doc

@@ -60,7 +60,6 @@ that ``python -m calib kerv`` writes (``{"version": 1, "kind": "kerv", ...}``); 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -68,6 +67,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.files import field_error, read_versioned_json
 from edge.kalman import KFParams, kf_filter, kf_forecast
 
 __all__ = ["KervConfig", "KervState", "KervFileError", "kerv_init", "kerv_ready", "kerv_observe",
@@ -314,28 +314,15 @@ class KervFileError(ValueError):
 
 def read_kerv_file(path: str | Path) -> dict:
     """Read and validate a ``calib kerv`` file; returns the parsed document."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise KervFileError(f"{path}: not found (write it with `python -m calib kerv`)") from None
-    except json.JSONDecodeError as exc:
-        raise KervFileError(f"{path}: not valid JSON: {exc}") from None
-
-    def fail(field, expected, got):
-        raise KervFileError(f"{path}: field '{field}': expected {expected}, got {got!r}")
+    doc = read_versioned_json(path, KervFileError, KIND, FORMAT_VERSION,
+                              missing="not found (write it with `python -m calib kerv`)")
+    fail = field_error(path, KervFileError)
 
     def get(d, key, prefix=""):
         if not isinstance(d, dict) or key not in d:
             fail(prefix + key, "present", "missing")
         return d[key]
 
-    if not isinstance(doc, dict):
-        fail("<root>", "a JSON object", type(doc).__name__)
-    if get(doc, "kind") != KIND:
-        fail("kind", repr(KIND), doc["kind"])
-    if get(doc, "version") != FORMAT_VERSION:
-        fail("version", FORMAT_VERSION, doc["version"])
     kf = get(doc, "kf")
     model = get(kf, "model", "kf.")
     models = get(kf, "models", "kf.")

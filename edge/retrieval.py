@@ -79,6 +79,7 @@ import numpy as np
 
 from edge.acceptance import AcceptRule, accept_length
 from edge.draft_tree import Tree
+from edge.files import field_error, read_versioned_json
 from edge.motion_metrics import FusedBounds
 
 __all__ = ["RetrievalConfig", "KeySpec", "RetrievalStore", "RetrievalFileError", "image_key", "trajectory_tokens",
@@ -490,16 +491,9 @@ def heisd_choose(fused_F: float | None, cfg: RetrievalConfig) -> Literal["retrie
 
 def read_retrieval_file(path: str | Path) -> dict:
     """Read and validate a ``calib retrieval`` file; returns the parsed document."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RetrievalFileError(f"{path}: not found (write it with `python -m calib retrieval`)") from None
-    except json.JSONDecodeError as exc:
-        raise RetrievalFileError(f"{path}: not valid JSON: {exc}") from None
-
-    def fail(field, expected, got):
-        raise RetrievalFileError(f"{path}: field '{field}': expected {expected}, got {got!r}")
+    doc = read_versioned_json(path, RetrievalFileError, CALIB_KIND, FORMAT_VERSION,
+                              missing="not found (write it with `python -m calib retrieval`)")
+    fail = field_error(path, RetrievalFileError)
 
     def num(d, key, prefix):
         v = d.get(key) if isinstance(d, dict) else None
@@ -507,12 +501,6 @@ def read_retrieval_file(path: str | Path) -> dict:
             fail(prefix + key, "a finite number", v)
         return v
 
-    if not isinstance(doc, dict):
-        fail("<root>", "a JSON object", type(doc).__name__)
-    if doc.get("kind") != CALIB_KIND:
-        fail("kind", repr(CALIB_KIND), doc.get("kind"))
-    if doc.get("version") != FORMAT_VERSION:
-        fail("version", FORMAT_VERSION, doc.get("version"))
     if not isinstance(doc.get("store"), str):
         fail("store", "the store file name", doc.get("store"))
     num(doc.get("skip"), "min_similarity", "skip.")
