@@ -4,7 +4,9 @@ Closed-loop evaluation on seeds disjoint from the demonstrations' (``--seed-star
 default; ``sim.collect`` starts at 0). The policy is the scripted expert or any object with
 ``reset()`` and ``infer(obs)`` made by ``MODULE:FACTORY`` (called with ``--policy-kwargs`` as
 keyword arguments, JSON), e.g. ``vla.policy:make_policy`` for the reference VLA. Prints the
-success rate per suite and writes every episode to ``--json``.
+success rate per suite and writes every episode to ``--json``. ``--workers N`` runs episodes in N
+processes, one policy each (results do not depend on N: every episode is seeded and the policies
+are deterministic).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 EVAL_SEED_START = 100_000
+_WORKER_POLICY: dict = {}
 
 
 def make_policy(spec: str, env, kwargs: dict):
@@ -30,6 +33,30 @@ def make_policy(spec: str, env, kwargs: dict):
         raise ValueError(f"--policy: expected 'expert' or MODULE:FACTORY, got {spec!r}")
     mod, fn = spec.split(":", 1)
     return getattr(importlib.import_module(mod), fn)(**kwargs)
+
+
+def run_one(job: tuple) -> dict:
+    """One episode ``(policy_spec, kwargs, suite, task, seed, image_size)``; the policy (not the
+    expert, which is bound to its environment) is built once per process and reused."""
+    from sim.env import ArmEnv
+    from sim.rollout import run_episode
+
+    spec, kwargs, suite, task, seed, image_size = job
+    env = ArmEnv(suite, task, seed, image_size=image_size, render=spec != "expert")
+    try:
+        if spec == "expert":
+            policy = make_policy(spec, env, kwargs)
+        else:
+            key = (spec, json.dumps(kwargs, sort_keys=True))
+            if key not in _WORKER_POLICY:
+                _WORKER_POLICY.clear()
+                _WORKER_POLICY[key] = make_policy(spec, env, kwargs)
+            policy = _WORKER_POLICY[key]
+        res = run_episode(env, policy)
+    finally:
+        env.close()
+    res.pop("stats")
+    return res
 
 
 def summarize(results: list[dict]) -> dict:
@@ -52,9 +79,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--json", help="write per-episode results here")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (one policy each)")
     args = p.parse_args(argv)
-    from sim.env import ArmEnv
-    from sim.rollout import episode_plan, run_episode
+    if args.workers < 1:
+        p.error(f"--workers: expected >= 1, got {args.workers}")
+    from sim.rollout import episode_plan
     from sim.tasks import TaskError
 
     try:
@@ -63,18 +92,25 @@ def main(argv=None) -> int:
     except (TaskError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    policy, results = None, []
+    results = []
     t0 = time.monotonic()
-    bar = tqdm(plan, desc=f"evaluate {args.policy}", dynamic_ncols=True)
-    for suite, task, seed in bar:
-        env = ArmEnv(suite, task, seed, image_size=args.image_size, render=args.policy != "expert")
-        if policy is None or args.policy == "expert":
-            policy = make_policy(args.policy, env, kwargs)
-        res = run_episode(env, policy)
-        env.close()
-        res.pop("stats")
-        results.append(res)
-        bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
+    jobs = [(args.policy, kwargs, suite, task, seed, args.image_size) for suite, task, seed in plan]
+    bar = tqdm(total=len(jobs), desc=f"evaluate {args.policy}", dynamic_ncols=True)
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers) as pool:
+            it = pool.map(run_one, jobs)
+            for res in it:
+                results.append(res)
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
+    else:
+        for job in jobs:
+            results.append(run_one(job))
+            bar.update(1)
+            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
+    bar.close()
     summary = summarize(results)
     for suite, s in summary.items():
         print(f"{suite:>8}: success {100 * s['success_rate']:5.1f}% over {s['episodes']} episodes")

@@ -115,3 +115,18 @@ def test_execution_noise_keeps_labels_clean_and_expert_succeeds():
     n1, n2 = ExecNoise(9, 0.006, 0.0), ExecNoise(9, 0.006, 0.0)
     a = np.array([0.02, 0, 0, 0, 0, 0, 1.0])
     assert np.array_equal(n1(a), n2(a)) and n1(a)[6] == 1.0
+
+
+def test_evaluate_workers_give_the_same_results(tmp_path):
+    from sim.evaluate import main
+
+    runs = {}
+    for w in (1, 2):
+        out = tmp_path / f"w{w}.json"
+        assert main(["--policy", "expert", "--suite", "goal", "--episodes", "2", "--workers", str(w),
+                     "--json", str(out)]) == 0
+        runs[w] = json.loads(out.read_text())
+    strip = lambda r: [(e["task"], e["seed"], e["success"], e["length"]) for e in r["episodes"]]
+    assert strip(runs[1]) == strip(runs[2])
+    assert [e["seed"] for e in runs[1]["episodes"]] == [100000, 100001]
+    assert runs[1]["summary"]["goal"]["success_rate"] == 1.0
