@@ -130,3 +130,24 @@ def test_evaluate_workers_give_the_same_results(tmp_path):
     assert strip(runs[1]) == strip(runs[2])
     assert [e["seed"] for e in runs[1]["episodes"]] == [100000, 100001]
     assert runs[1]["summary"]["goal"]["success_rate"] == 1.0
+
+
+def test_merge_renumbers_and_refuses_mismatch(tmp_path):
+    from sim.collect import main as collect
+    from sim.merge import main as merge_main
+
+    assert collect(["--suite", "goal", "--episodes", "1", "--out", str(tmp_path / "a")]) == 0
+    assert collect(["--suite", "goal", "--episodes", "1", "--seed-start", "50", "--out", str(tmp_path / "b"),
+                    "--noise-m", "0.006"]) == 0
+    assert merge_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    eps = [json.loads(l) for l in (tmp_path / "m" / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert [(e["index"], e["seed"], e["source"]["index"]) for e in eps] == [(0, 0, 0), (1, 50, 0)]
+    with np.load(tmp_path / "m" / "data" / "episode_000001.npz") as z, \
+            np.load(tmp_path / "b" / "data" / "episode_000000.npz") as zb:
+        assert np.array_equal(z["action"], zb["action"])
+    info = json.loads((tmp_path / "m" / "meta" / "info.json").read_text())
+    assert [s["exec_noise"]["xyz_m"] for s in info["sources"]] == [0.0, 0.006]
+    assert merge_main([str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 2  # not over a dataset
+    info_b = json.loads((tmp_path / "b" / "meta" / "info.json").read_text())
+    (tmp_path / "b" / "meta" / "info.json").write_text(json.dumps({**info_b, "image_size": 128}))
+    assert merge_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m2")]) == 2
