@@ -5,8 +5,11 @@ a dict holding ``image`` (and ``wrist_image`` when the model uses two views), ui
 ``instruction``; ``action`` is ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` float32 with the
 gripper binarised as OpenVLA's LIBERO post-processing (1.0 open, 0.0 close); ``stats`` is the
 decoder's ``DecodeStats``. The decoder (AR or speculative, chain or tree, acceptance rule) and
-the precision come from ``PolicyConfig``. An instruction with words the model never saw is an
-error naming them, not a silent ``<unk>``.
+the precision come from ``PolicyConfig``; with ``PolicyConfig.kinematic`` set, the kinematic
+layer (``edge.kinematic``: KERV, HeiSD, DyQ-VLA, one-pass verification, the step policy) plans
+and decodes every step instead, and ``last_info`` holds that step's plan. An instruction with
+words the model never saw is an error naming them, not a silent ``<unk>``. ``EdgePolicy(cfg,
+share=other)`` reuses ``other``'s engines (benchmarks run several methods on one set).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numpy as np
 
 from edge.acceptance import AcceptRule
 from edge.codec import ActionCodec, ActionStats
-from edge.decoding import DecodeStats, SpecConfig, decode_ar, decode_speculative
+from edge.decoding import DecodeStats, Models, SpecConfig, decode_ar, decode_speculative
+from edge.kinematic import KinematicConfig, build_layer, precisions_needed
 from edge.runtime_models import load_models
 from edge.tokenizer import Tokenizer
 
@@ -51,23 +55,34 @@ class PolicyConfig:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime execution providers
     threads: int = 2  # intra-op threads per session
     decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+    kinematic: KinematicConfig | None = None  # the kinematic layer (None: the plain decoder above)
 
 
 class EdgePolicy:
-    def __init__(self, cfg: PolicyConfig):
+    def __init__(self, cfg: PolicyConfig, share: "EdgePolicy | None" = None):
         self.cfg = cfg
         root = Path(cfg.engines)
-        need_drafter = cfg.decoder.method == "speculative"
-        self.models, man = load_models(root, cfg.precision, cfg.providers, need_drafter, cfg.threads)
+        need_drafter = cfg.decoder.method == "speculative" or cfg.kinematic is not None
+        wanted = [cfg.precision] if cfg.kinematic is None else precisions_needed(cfg.kinematic)
+        self.by_precision: dict[str, Models] = dict(share.by_precision) if share is not None else {}
+        man = share.manifest if share is not None else None
+        for p in wanted:
+            if p not in self.by_precision or (need_drafter and self.by_precision[p].draft is None):
+                self.by_precision[p], man = load_models(root, p, cfg.providers, need_drafter, cfg.threads)
+        self.manifest = man
+        self.models = self.by_precision[wanted[0]]
         codec = man["source"]["codec"]
         self.codec = ActionCodec(ActionStats.from_json(codec["action"], f"{root}/engines.json:source.codec.action"),
                                  codec["vocab_size"], codec["n_bins"])
         self.tokenizer = Tokenizer.load(root / "tokenizer.json")
         self.n_views = man["runtime"]["n_views"]
         self._prompts: dict[str, np.ndarray] = {}
+        self.layer = build_layer(cfg.kinematic, self.codec) if cfg.kinematic is not None else None
+        self.last_info: dict = {}
 
     def reset(self) -> None:
-        pass
+        if self.layer is not None:
+            self.layer.reset()
 
     def prompt_ids(self, instruction: str) -> np.ndarray:
         ids = self._prompts.get(instruction)
@@ -85,6 +100,9 @@ class EdgePolicy:
         """Decode with the configured decoder, or ``decoder`` (benchmarks share one set of engines)."""
         dec = decoder or self.cfg.decoder
         images, prompt = self.images(obs), self.prompt_ids(obs["instruction"])
+        if self.layer is not None and decoder is None:
+            tokens, st, self.last_info = self.layer.decode(self.by_precision, images, prompt, obs)
+            return tokens, st
         if dec.method == "ar":
             return decode_ar(self.models, images, prompt)
         return decode_speculative(self.models, images, prompt, dec.spec())
