@@ -6,14 +6,16 @@ engines. Reported per method: success per suite, the paired success difference a
 its 95% interval, verifier passes per action, accepted drafts per verify pass, tokens per
 verifier pass, per-action latency p50/p99 and the wall-clock speedup against AR (per episode:
 median AR latency / median method latency; min / median / max over episodes). Methods:
-``ar``, ``chain-rR`` and ``tree-rR`` (speculative decoding with relaxed threshold R bins).
-Results go to ``--out`` as JSON and a Markdown table.
+those of ``bench.methods`` (``ar``, ``chain-rR``, ``tree-rR``, ``specvla``, and the kinematic
+layer's ``kerv``, ``heisd``, ``dyq``, ``full``); each runs as the robot's own ``EdgePolicy``
+configured for it, and every policy shares one set of engines (resident memory is read after each
+method's engines are loaded). Results go to ``--out`` as JSON (with every step's plan: mode,
+precision, threshold) and a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -27,61 +29,81 @@ from bench.stats import paired_difference, percentiles, speedup
 DEFAULT_METHODS = "ar,chain-r0,chain-r3,chain-r5,chain-r9,tree-r0,tree-r3,tree-r5,tree-r9"
 
 
-def decoder_for(name: str):
-    from edge.policy import DecoderConfig
-
-    if name == "ar":
-        return DecoderConfig(method="ar")
+def rss_mb() -> float:
+    """Resident memory of this process (Linux /proc; NaN elsewhere)."""
     try:
-        kind, r = name.split("-r")
-        assert kind in ("chain", "tree")
-        return DecoderConfig(method="speculative", draft=kind, threshold_bins=int(r))
-    except (ValueError, AssertionError):
-        raise ValueError(f"method {name!r}: expected ar, chain-rR or tree-rR (R an integer)") from None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
 
 
-class _Bound:
-    """A policy view that decodes with one method's decoder."""
+def build_policies(methods: list[str], base, files) -> tuple[dict, dict]:
+    """One ``EdgePolicy`` per method, all on one set of engines; resident memory after each load."""
+    from edge.policy import EdgePolicy
 
-    def __init__(self, policy, decoder):
-        self.policy, self.decoder = policy, decoder
+    from bench.methods import method_config
 
-    def reset(self):
-        self.policy.reset()
-
-    def infer(self, obs):
-        return self.policy.infer(obs, self.decoder)
+    configs = {m: method_config(m, base, files) for m in methods}  # every name checked before loading
+    policies, memory, first = {}, {}, None
+    for m in methods:
+        policies[m] = first = EdgePolicy(configs[m], share=first)
+        memory[m] = rss_mb()
+    return policies, memory
 
 
 def run(args) -> dict:
     from edge.engine import configure_threads
-    from edge.policy import EdgePolicy, PolicyConfig
+    from edge.policy import PolicyConfig
     from sim.env import ArmEnv
     from sim.rollout import episode_plan, run_episode
 
+    from bench.methods import MethodFiles
+
     methods = args.methods.split(",")
-    decoders = {m: decoder_for(m) for m in methods}
     configure_threads(args.threads)
-    policy = EdgePolicy(PolicyConfig(engines=args.engines, precision=args.precision, threads=None))
+    files = MethodFiles(r_bins=args.r, kerv=args.kerv or "", retrieval=args.retrieval or "",
+                        dyq_levels=tuple(args.dyq_levels.split(",")),
+                        dyq_bounds=tuple(float(x) for x in args.dyq_bounds.split(",") if x.strip()))
+    policies, memory = build_policies(methods, PolicyConfig(engines=args.engines, precision=args.precision,
+                                                            threads=None), files)
     plan = episode_plan(args.suite, args.episodes, args.seed_start)
     rows = []
     bar = tqdm(total=len(plan) * len(methods), desc="bench", dynamic_ncols=True)
     for suite, task, seed in plan:
         for m in methods:
             env = ArmEnv(suite, task, seed)
-            res = run_episode(env, _Bound(policy, decoders[m]))
+            pol = policies[m]
+            infos = []
+
+            class _Logged:  # the policy, with each step's plan kept for the timeline plot
+                def reset(self):
+                    pol.reset()
+
+                def infer(self, obs):
+                    out = pol.infer(obs)
+                    infos.append(dict(pol.last_info))
+                    return out
+
+            res = run_episode(env, _Logged())
             env.close()
             st = res.pop("stats")
             rows.append({**{k: res[k] for k in ("suite", "task", "seed", "success", "length")}, "method": m,
                          "verifier_passes": [s.verifier_passes for s in st],
                          "drafter_passes": [s.drafter_passes for s in st],
                          "accepted": [a for s in st for a in s.accepted],
+                         "prefill_accepted": [s.prefill_accepted for s in st],
+                         "compensated": [s.compensated for s in st],
                          "total_ms": [s.total_ms for s in st], "prefill_ms": [s.prefill_ms for s in st],
                          "verify_ms": [s.verify_ms / max(s.verifier_passes - 1, 1) for s in st],
-                         "draft_ms": [s.draft_ms for s in st]})
+                         "draft_ms": [s.draft_ms for s in st],
+                         "steps": [{k: i.get(k) for k in ("mode", "precision", "threshold_bins")} for i in infos]
+                         if any(infos) else []})
             bar.update(1)
     bar.close()
-    return {"methods": methods, "episodes": rows, "args": vars(args)}
+    return {"methods": methods, "episodes": rows, "args": vars(args), "rss_mb_after_load": memory}
 
 
 def summarize(result: dict) -> dict:
@@ -104,7 +126,11 @@ def summarize(result: dict) -> dict:
              "latency_ms": percentiles(ms), "episodes": len(rs),
              "prefill_ms_p50": float(np.median(np.concatenate([r["prefill_ms"] for r in rs]))),
              "verify_pass_ms_p50": float(np.median(np.concatenate([r["verify_ms"] for r in rs]))),
-             "draft_ms_per_action_p50": float(np.median(np.concatenate([r["draft_ms"] for r in rs])))}
+             "draft_ms_per_action_p50": float(np.median(np.concatenate([r["draft_ms"] for r in rs]))),
+             "rss_mb": result.get("rss_mb_after_load", {}).get(m, float("nan"))}
+        modes = [st["mode"] for r in rs for st in r.get("steps", []) if st.get("mode")]
+        if modes:
+            s["mode_mix"] = {k: modes.count(k) / len(modes) for k in sorted(set(modes))}
         if ar is not None:
             common = sorted(set(by[m]) & set(ar))
             s["paired_success_vs_ar"] = paired_difference([ar[k]["success"] for k in common],
@@ -117,8 +143,8 @@ def summarize(result: dict) -> dict:
 
 def markdown(summary: dict, suites: list[str]) -> str:
     head = ("| method | " + " | ".join(f"success {s}" for s in suites) + " | success all | vs AR (paired, 95% CI) "
-            "| verifier passes / action | accepted / verify | p50 ms | p99 ms | speedup vs AR min / med / max |")
-    lines = [head, "|" + "---|" * (len(suites) + 8)]
+            "| verifier passes / action | accepted / verify | p50 ms | p99 ms | speedup vs AR min / med / max | RSS MB |")
+    lines = [head, "|" + "---|" * (len(suites) + 9)]
     for m, s in summary.items():
         d = s.get("paired_success_vs_ar")
         diff = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d and d["n"] > 1 else "-"
@@ -126,22 +152,29 @@ def markdown(summary: dict, suites: list[str]) -> str:
         spd = f"{sp['min']:.2f} / {sp['median']:.2f} / {sp['max']:.2f}" if sp else "-"
         lines.append(f"| {m} | " + " | ".join(f"{100 * s['success'][su]:.0f}%" for su in suites)
                      + f" | {100 * s['success_all']:.1f}% | {diff} | {s['verifier_passes_per_action']:.2f} | "
-                     f"{s['accepted_per_verify']:.2f} | {s['latency_ms']['p50']:.1f} | {s['latency_ms']['p99']:.1f} | {spd} |")
+                     f"{s['accepted_per_verify']:.2f} | {s['latency_ms']['p50']:.1f} | {s['latency_ms']['p99']:.1f} | {spd} "
+                     f"| {s.get('rss_mb', float('nan')):.0f} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.decoding", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_args(p: argparse.ArgumentParser, default_methods: str, default_out: str) -> None:
     p.add_argument("--engines", default="build/engines", help="engine set (python -m export.build_engines)")
-    p.add_argument("--methods", default=DEFAULT_METHODS)
+    p.add_argument("--methods", default=default_methods, help="comma-separated (bench.methods)")
     p.add_argument("--suite", default="all")
     p.add_argument("--episodes", type=int, default=10, help="episodes per suite (each run by every method)")
     p.add_argument("--seed-start", type=int, default=100_000)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="runs/bench_decoding", help="output directory")
-    args = p.parse_args(argv)
+    p.add_argument("--r", type=int, default=5, help="relaxed threshold of specvla and the kinematic methods' base")
+    p.add_argument("--kerv", help="calib kerv file (methods kerv, full)")
+    p.add_argument("--retrieval", help="calib retrieval calibration JSON (methods heisd, full)")
+    p.add_argument("--dyq-levels", default="int8,fp32", help="DyQ precisions, lowest first (each built)")
+    p.add_argument("--dyq-bounds", default="0.5", help="DyQ sensitivity bounds between the levels")
+    p.add_argument("--out", default=default_out, help="output directory")
+
+
+def execute(args) -> tuple[dict, dict, str]:
+    """Run, summarise, write ``results.json`` and ``table.md`` into ``--out``, print the table."""
     import sim  # noqa: F401  (headless rendering backend)
 
     t0 = time.monotonic()
@@ -151,6 +184,7 @@ def main(argv=None) -> int:
     table = markdown(summary, suites)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    result["wall_s"] = time.monotonic() - t0
     (out / "results.json").write_text(json.dumps({**result, "summary": summary}, indent=1, default=float))
     (out / "table.md").write_text(table + "\n")
     print(table)
@@ -158,7 +192,15 @@ def main(argv=None) -> int:
         a = summary["ar"]
         print(f"\nAR split: prefill {a['prefill_ms_p50']:.2f} ms, one decode pass {a['verify_pass_ms_p50']:.2f} ms "
               f"(prefill = {a['prefill_ms_p50'] / a['verify_pass_ms_p50']:.1f} decode passes)")
-    print(f"\n{len(result['episodes'])} episodes in {time.monotonic() - t0:.0f} s -> {out}")
+    print(f"\n{len(result['episodes'])} episodes in {result['wall_s']:.0f} s -> {out}")
+    return result, summary, table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.decoding", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(p, DEFAULT_METHODS, "runs/bench_decoding")
+    execute(p.parse_args(argv))
     return 0
 
 

@@ -288,6 +288,7 @@ def fit_retrieval(root, args: argparse.Namespace) -> tuple[RetrievalStore, dict]
             "skip_agree_neighbours": args.agree, "group_sum_bins": list(cfg.group_sum_bins),
             "group_token_max_bins": list(cfg.group_token_max_bins), "calibrated": False}
     fused["threshold"] = NO_SKIP
+    queries = []
     if held:
         ev = evaluate_heldout(store, held, cfg)
         M = len(ev["sim"])
@@ -312,9 +313,10 @@ def fit_retrieval(root, args: argparse.Namespace) -> tuple[RetrievalStore, dict]
             regime = np.isfinite(F) & (F >= thr)
             report["skip"]["coverage_in_retrieval_regime"] = float(
                 (regime & ev["agree"] & (ev["sim"] >= bound)).sum() / M)
-        queries = [(e["instruction"], key) for e in held for key in e["keys"]]
-    else:
-        log.warning("no held-out episodes: verify-skip stays off and the F threshold at %s", NO_SKIP)
+        queries = [(e["instruction"], key) for e in held for key in e["keys"] if e["instruction"] in store.instructions]
+    if not queries:
+        if not held:
+            log.warning("no held-out episodes: verify-skip stays off and the F threshold at %s", NO_SKIP)
         queries = [(store.instructions[int(np.searchsorted(store.offsets, i, "right") - 1)], store.keys[i])
                    for i in range(0, len(store), max(1, len(store) // 1000))]
     report["search_latency"] = _latency(store, queries, cfg.search_pool, args.latency_queries)

@@ -1,0 +1,74 @@
+"""Benchmark method names -> ``edge.policy.PolicyConfig`` (the runtime's own configuration).
+
+Names (``python -m bench --methods ...``):
+
+- ``ar``: plain greedy decoding (prefill + 6 decode passes), the baseline.
+- ``chain-rR`` / ``tree-rR``: Spec-VLA speculative decoding, chain or EAGLE-2 tree drafts,
+  relaxed acceptance at R bins (R = 0: exact).
+- ``specvla``: ``tree-rR`` at ``--r`` (Spec-VLA relaxed).
+- ``kerv``: Spec-VLA + KERV (compensation of rejected tails with the cooldown, Kalman branches in
+  the draft trees, the dynamic threshold), from the ``--kerv`` file.
+- ``heisd``: Spec-VLA + HeiSD (the top retrieved actions verified in the prefill with the group
+  rule, verify-skip under the calibrated bound, the fused-metric switch), from ``--retrieval``.
+- ``dyq``: Spec-VLA + DyQ-VLA (per-step verifier precision from the kinematic sensitivity, over
+  ``--dyq-levels``).
+- ``full``: all of the above plus the Kalman forecast as a one-pass candidate, planned per step.
+
+A method whose calibration file is missing is an error naming the file and the command that
+writes it (``python -m calib kerv`` / ``python -m calib retrieval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edge.kinematic import KinematicConfig
+from edge.policy import DecoderConfig, PolicyConfig
+from edge.step_policy import StepPolicyConfig
+
+__all__ = ["MethodFiles", "method_config", "KINEMATIC_METHODS"]
+
+KINEMATIC_METHODS = ("kerv", "heisd", "dyq", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodFiles:
+    r_bins: int = 5  # Spec-VLA's relaxed threshold for specvla and the kinematic methods' base
+    kerv: str = ""  # calib kerv output
+    retrieval: str = ""  # calib retrieval calibration JSON
+    dyq_levels: tuple[str, ...] = ("int8", "fp32")
+    dyq_bounds: tuple[float, ...] = (0.5,)
+
+
+def _need(path: str, what: str, command: str) -> str:
+    if not path or not Path(path).is_file():
+        raise ValueError(f"method needs {what}: {path or '(not given)'} not found; write it with `{command}`")
+    return path
+
+
+def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyConfig:
+    if name == "ar":
+        return dataclasses.replace(base, decoder=DecoderConfig(method="ar"), kinematic=None)
+    if name == "specvla":
+        name = f"tree-r{files.r_bins}"
+    if name.startswith(("chain-r", "tree-r")):
+        kind, r = name.split("-r", 1)
+        if not r.isdigit():
+            raise ValueError(f"method {name!r}: expected chain-rR or tree-rR with R an integer")
+        return dataclasses.replace(base, decoder=DecoderConfig(method="speculative", draft=kind, threshold_bins=int(r)),
+                                   kinematic=None)
+    if name not in KINEMATIC_METHODS:
+        raise ValueError(f"method {name!r}: expected ar, specvla, chain-rR, tree-rR or one of {', '.join(KINEMATIC_METHODS)}")
+    kerv = name in ("kerv", "full")
+    retrieval = name in ("heisd", "full")
+    dyq = name in ("dyq", "full")
+    step = StepPolicyConfig(onepass=name in ("heisd", "full"), kf_candidate=name == "full",
+                            retrieval_candidates=2 if retrieval else 0, verify_skip=retrieval)
+    kin = KinematicConfig(
+        kerv_file=_need(files.kerv, "a KERV file (--kerv)", "python -m calib kerv") if kerv else "",
+        retrieval_file=_need(files.retrieval, "a retrieval file (--retrieval)", "python -m calib retrieval") if retrieval else "",
+        precision=base.precision, threshold_bins=files.r_bins, use_kerv=kerv, use_retrieval=retrieval, use_dyq=dyq,
+        dyq_levels=tuple(files.dyq_levels), dyq_bounds=tuple(files.dyq_bounds), step=step)
+    return dataclasses.replace(base, decoder=DecoderConfig(method="speculative", threshold_bins=files.r_bins),
+                               kinematic=kin)
