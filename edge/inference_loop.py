@@ -6,16 +6,19 @@ control thread reads (``StepAction``: end-effector delta, gripper, the frame's c
 
 Each step (at monotonic deadlines ``policy_period_ms`` apart; a late step starts at once):
 read the newest frame no older than ``camera.max_age_ms`` (none: no action, and after
-``camera.stale_stop_ms`` a fault ``camera: ...``), then run the step's CPU work (``StepWork`` on the
-previous step's tokens, the tool position from forward kinematics, the previous step's JSON
-line) on a helper thread *while* the decoder runs (ONNX Runtime releases the GIL) with
+``camera.stale_stop_ms`` a fault ``camera: ...``), then run the step's CPU work (the previous
+step's JSON line and histograms, the tool position from forward kinematics) on a helper thread
+*while* the decoder runs (ONNX Runtime releases the GIL) with
 ``inference.cpu_work: overlapped``, before it with ``serial``, alternately with ``ab``. Per step
 it records ``infer_ms``, ``cpu_work_ms``, ``step_wall_ms`` and, when overlapped,
 ``overlap_hidden_pct`` (the share of the CPU work that did not lengthen the step:
 ``(cpu + infer - wall) / cpu``; contention that slows the verifier counts as hidden there, so
 ``ab`` also records ``ab_{wall,infer,cpu}_{overlap,serial}_ms`` for the side-by-side estimate
-``(wall_serial - wall_overlap) / cpu_serial``). An exception from the engines is a fault
-``engine: ...``: the service stops the arm.
+``(wall_serial - wall_overlap) / cpu_serial``). The kinematic layer's update from the step's
+tokens (``EdgePolicy.flush``: Kalman filter, DyQ state, the commanded path) runs after the action
+is published, in the period's slack, off the frame-to-command path (``kin_update_ms``); its plan
+for a step (mode, precision, threshold) is in that step's JSON line. An exception from the
+engines is a fault ``engine: ...``: the service stops the arm.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import numpy as np
 
 from edge.mailbox import Mailbox
 from edge.run_config import RunConfig
-from edge.step_work import StepWork
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ class InferenceLoop:
         self.policy, self.camera, self.bridge, self.chain = policy, camera, bridge, chain
         self.cfg, self.tm, self.on_fault = cfg, telemetry, on_fault
         self.actions: Mailbox[StepAction] = Mailbox()
-        self.work = StepWork(cfg.inference)
         self.helper = _Helper()
         self._instruction: str | None = None
         self._task_lock = threading.Lock()
@@ -92,8 +93,8 @@ class InferenceLoop:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self.episode_steps = 0
         self.last_frame_ok_t = time.monotonic()
-        self._prev: dict | None = None  # previous step's tokens/action/record for the CPU work
-        self.plan = None
+        self._prev: dict | None = None  # previous step's record for the CPU work
+        self.ee_pos: np.ndarray | None = None  # tool position (forward kinematics of the newest state)
 
     def start(self) -> "InferenceLoop":
         self._thread.start()
@@ -108,7 +109,6 @@ class InferenceLoop:
             self._instruction = instruction
             self.episode_steps = 0
             self._prev = None
-            self.work.reset()
             self.policy.reset()
             self.last_frame_ok_t = time.monotonic()
 
@@ -135,12 +135,10 @@ class InferenceLoop:
                     self.on_fault("engine", f"{type(exc).__name__}: {exc}")
                     return
 
-    def _cpu_work(self, prev: dict | None, q: np.ndarray):
-        ee_pos, _ = self.chain.fk(q)
-        if prev is None:
-            return None
-        self.tm.step(prev["record"])  # the previous step's JSON line and histograms
-        return self.work.run(prev["tokens"], prev["action"], ee_pos)
+    def _cpu_work(self, prev: dict | None, q: np.ndarray) -> None:
+        self.ee_pos, _ = self.chain.fk(q)
+        if prev is not None:
+            self.tm.step(prev["record"])  # the previous step's JSON line and histograms
 
     def _step(self, instruction: str) -> None:
         ccfg = self.cfg.camera
@@ -167,10 +165,10 @@ class InferenceLoop:
             t1 = time.perf_counter()
             tokens, stats = self.policy.decode(obs)
             t2 = time.perf_counter()
-            plan = self.helper.join()
+            self.helper.join()
             cpu_ms = (self.helper.t_end - self.helper.t_start) * 1e3
         else:
-            plan = self._cpu_work(prev, q)
+            self._cpu_work(prev, q)
             cpu_ms = (time.perf_counter() - t0) * 1e3
             t1 = time.perf_counter()
             tokens, stats = self.policy.decode(obs)
@@ -191,17 +189,19 @@ class InferenceLoop:
                 side = "overlap" if overlap else "serial"
                 for name, v in (("wall", wall_ms), ("infer", infer_ms), ("cpu", cpu_ms)):
                     self.tm.sample(f"ab_{name}_{side}_ms", v)
-        if plan is not None:
-            self.plan = plan
-            self.tm.tally("mode", plan.mode)
-            self.tm.tally("precision_advised", plan.precision)
-        self.tm.tally("precision", self.policy.cfg.precision)
+        info = getattr(self.policy, "last_info", None) or {}
+        precision = info.get("precision", self.policy.cfg.precision)
+        if info.get("mode"):
+            self.tm.tally("mode", info["mode"])
+        self.tm.tally("precision", precision)
         record = {"t": round(time.monotonic(), 4), "step": self.episode_steps, "frame_seq": frame.seq,
                   "frame_age_ms": round((now - frame.t_mono) * 1e3, 2), "infer_ms": round(infer_ms, 2),
                   "cpu_work_ms": round(cpu_ms, 3), "wall_ms": round(wall_ms, 2), "tokens": [int(t) for t in tokens],
                   "action": [round(float(a), 5) for a in action], "verifier_passes": stats.verifier_passes,
-                  "accepted": list(stats.accepted), "precision": self.policy.cfg.precision,
-                  "plan": None if plan is None else {"mode": plan.mode, "precision": plan.precision,
-                                                     "threshold_bins": list(plan.threshold_bins)}}
-        self._prev = {"tokens": tokens, "action": action, "record": record}
+                  "accepted": list(stats.accepted), "precision": precision,
+                  "plan": {k: info[k] for k in ("mode", "threshold_bins", "candidates") if k in info} or None}
+        t3 = time.perf_counter()
+        self.policy.flush()  # the kinematic layer's update, after the action is out
+        record["kin_update_ms"] = round((time.perf_counter() - t3) * 1e3, 3)
+        self._prev = {"record": record}
         self.episode_steps += 1

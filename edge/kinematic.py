@@ -7,8 +7,11 @@ prompt_ids, obs) -> (tokens, DecodeStats, info)`` decodes one action: ``models``
 name to its ``Models`` (DyQ-VLA picks one per step; without DyQ only ``cfg.precision`` is used),
 ``obs`` is the observation dict (``instruction`` and the image views, for the retrieval key).
 ``info`` holds the step's plan (mode, precision, threshold, candidate sources) and the signals
-behind it, for telemetry and the benchmark's timeline plot. After ``decode`` the state has
-observed the step's final tokens (Kalman history, cooldown, skips in a row, the commanded path).
+behind it, for telemetry and the benchmark's timeline plot. The step's final tokens update the
+state (Kalman history, cooldown, skips in a row, the commanded path) in ``flush()``: the runtime
+calls it after the action is published, in the policy period's slack, so the Kalman update is off
+the frame-to-command path; ``decode`` flushes a pending update first, so the result never
+depends on whether or when ``flush`` was called.
 
 Per step, in order (all CPU work, a few hundred microseconds):
 1. signals: KERV's readiness and dynamic threshold (``kerv_threshold``; the fixed relaxed
@@ -110,6 +113,7 @@ class KinematicLayer:
         self.skips_in_row = 0
         self.dyq_state = DyQState(len(self.dyq.levels) - 1) if self.dyq is not None else None
         self.step_index = 0
+        self._pending: tuple | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -151,6 +155,7 @@ class KinematicLayer:
 
     def decode(self, models: Mapping[str, Models], images: np.ndarray, prompt_ids,
                obs: Mapping) -> tuple[list[int], DecodeStats, dict]:
+        self.flush()
         thr, thr_st = self._threshold()
         precision, dyq_st = self._precision()
         ret = self._retrieval(obs)
@@ -187,8 +192,14 @@ class KinematicLayer:
                                             compensate=compensate, branch=branch,
                                             use_drafter=plan.mode in ("drafter", "onepass") and m.draft is not None
                                             and self.cfg.step.decoder == "drafter")
-        self._observe(tokens, filled[0], plan.mode == "skip")
+        self._pending = (tokens, filled[0], plan.mode == "skip")
         return tokens, st, info
+
+    def flush(self) -> None:
+        """Observe the last decoded step (no-op when already done)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._observe(*pending)
 
     def _kerv_hooks(self, filled: list[int]):
         """KERV's decoder hooks: fill a rejected tail (recording the filled dims in ``filled[0]``

@@ -84,6 +84,12 @@ class EdgePolicy:
         if self.layer is not None:
             self.layer.reset()
 
+    def flush(self) -> None:
+        """Let the kinematic layer observe the last step (the runtime calls it after publishing
+        the action; ``decode`` does it itself when it was not called)."""
+        if self.layer is not None:
+            self.layer.flush()
+
     def prompt_ids(self, instruction: str) -> np.ndarray:
         ids = self._prompts.get(instruction)
         if ids is None:

@@ -54,14 +54,8 @@ class ControlConfig:
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
-    cpu_work: Literal["overlapped", "serial", "ab"] = "overlapped"  # step CPU work (KF, controllers, telemetry)
+    cpu_work: Literal["overlapped", "serial", "ab"] = "overlapped"  # step CPU work (telemetry, forward kinematics)
     # while the verifier runs, before it, or alternating per step to measure how much of it is hidden (ab)
-    kf_model: Literal["cv", "rw"] = "cv"  # Kalman model over the action tokens (edge.kalman)
-    kf_q_bins2: float = 4.0  # process noise, bins^2
-    kf_r_bins2: float = 4.0  # measurement noise, bins^2
-    threshold_k: float = 1.0  # relaxed-acceptance threshold = k * innovation std, in bins
-    threshold_bounds_bins: tuple[int, int] = (0, 15)  # clip of the threshold controller's output
-    history_steps: int = 10  # end-effector and action history for the step policy
 
 
 @dataclasses.dataclass(frozen=True)

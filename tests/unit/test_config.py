@@ -21,6 +21,7 @@ class Robot:
     name: str  # required
     control: Control = dataclasses.field(default_factory=Control)
     port_url: Optional[str] = None  # serial URL
+    spare: Optional[Control] = None  # an optional nested block
     retries: int = 3
     enabled: bool = True
 
@@ -51,6 +52,12 @@ def test_unknown_key_suggests(tmp_path):
         cfgmod.load(Robot, p)
     msg = str(e.value)
     assert str(p) in msg and "control.period_sm" in msg and "did you mean 'period_ms'" in msg
+
+
+def test_unknown_key_in_optional_block_suggests(tmp_path):
+    assert cfgmod.load(Robot, write(tmp_path, "name: arm\nspare:\n  period_ms: 5\n")).spare.period_ms == 5.0
+    with pytest.raises(ConfigError, match=r"spare.period_sm' \(did you mean 'period_ms'\?\)"):
+        cfgmod.load(Robot, write(tmp_path, "name: arm\nspare:\n  period_sm: 5\n"))
 
 
 def test_wrong_type_names_field_expected_and_got(tmp_path):

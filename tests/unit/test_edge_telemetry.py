@@ -1,11 +1,8 @@
-"""Runtime telemetry lines and the step's CPU work (KF, threshold controller, step policy)."""
+"""Runtime telemetry lines."""
 
 import json
 
-import numpy as np
-
-from edge.run_config import InferenceConfig, TelemetryConfig
-from edge.step_work import StepWork
+from edge.run_config import TelemetryConfig
 from edge.telemetry import Telemetry
 
 
@@ -27,13 +24,3 @@ def test_summary_line_and_jsonl(tmp_path):
     tm.close()
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
     assert len(lines) == 20 and json.loads(lines[3])["step"] == 3
-
-
-def test_step_work_plan():
-    w = StepWork(InferenceConfig(threshold_bounds_bins=(1, 6)))
-    toks = np.array([150, 150, 150, 150, 150, 150, 300])
-    plans = [w.run(toks + i, np.r_[0.01 * np.ones(6), 1.0], [0.4 + 0.01 * i, 0.0, 0.3]) for i in range(8)]
-    p = plans[-1]
-    assert len(p.forecast_tokens) == 7 and abs(p.forecast_tokens[0] - (150 + 8)) <= 1  # constant velocity
-    assert all(1 <= t <= 6 for t in p.threshold_bins)
-    assert p.mode in ("drafter", "retrieval") and p.precision in w.dyq.levels and p.cpu_ms > 0
