@@ -20,7 +20,7 @@ from bench.decoding import add_args, execute
 DEFAULT_METHODS = "ar,specvla,kerv,heisd,dyq,full"
 
 
-def jetson_table(result: dict) -> str:
+def jetson_table(result: dict, precision: str = "fp32") -> str:
     from bench.jetson import pass_costs_ms, project
 
     lines = ["| method | FP16 actions/s | INT8 actions/s | INT4 actions/s | own precision mix actions/s |",
@@ -28,7 +28,7 @@ def jetson_table(result: dict) -> str:
     for m in result["methods"]:
         rows = [r for r in result["episodes"] if r["method"] == m]
         cells = [f"{project(rows, p)['actions_per_s']:.2f}" for p in ("fp16", "int8", "int4")]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {project(rows)['actions_per_s']:.2f} |")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {project(rows, default=precision)['actions_per_s']:.2f} |")
     c = pass_costs_ms("fp16")
     lines.append("")
     lines.append(f"Cost model (bench/jetson.py): FP16 prefill {c['prefill_ms']:.0f} ms, decode/verify pass "
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from bench.plots import plot_all
 
     result, summary, _ = execute(args)
-    jt = jetson_table(result)
+    jt = jetson_table(result, args.precision)
     (Path(args.out) / "jetson.md").write_text(jt + "\n")
     print("\n" + jt)
     for path in plot_all(result, summary, args.out):

@@ -47,10 +47,14 @@ def build_policies(methods: list[str], base, files) -> tuple[dict, dict]:
     from bench.methods import method_config
 
     configs = {m: method_config(m, base, files) for m in methods}  # every name checked before loading
-    policies, memory, first = {}, {}, None
-    for m in methods:
+    # methods that need the drafter first, so the engines are loaded once (AR's set has no drafter)
+    order = sorted(methods, key=lambda m: configs[m].decoder.method == "ar" and configs[m].kinematic is None)
+    policies, memory, first, before = {}, {}, None, rss_mb()
+    for m in order:
         policies[m] = first = EdgePolicy(configs[m], share=first)
-        memory[m] = rss_mb()
+        now = rss_mb()
+        memory[m] = {"rss_mb": now, "added_mb": now - before}
+        before = now
     return policies, memory
 
 
@@ -76,14 +80,16 @@ def run(args) -> dict:
         for m in methods:
             env = ArmEnv(suite, task, seed)
             pol = policies[m]
-            infos = []
+            infos, step_ms = [], []
 
             class _Logged:  # the policy, with each step's plan kept for the timeline plot
                 def reset(self):
                     pol.reset()
 
                 def infer(self, obs):
-                    out = pol.infer(obs)
+                    t0 = time.perf_counter()
+                    out = pol.infer(obs)  # the whole step: the kinematic layer's CPU work included
+                    step_ms.append((time.perf_counter() - t0) * 1e3)
                     infos.append(dict(pol.last_info))
                     return out
 
@@ -96,7 +102,8 @@ def run(args) -> dict:
                          "accepted": [a for s in st for a in s.accepted],
                          "prefill_accepted": [s.prefill_accepted for s in st],
                          "compensated": [s.compensated for s in st],
-                         "total_ms": [s.total_ms for s in st], "prefill_ms": [s.prefill_ms for s in st],
+                         "total_ms": step_ms, "decode_ms": [s.total_ms for s in st],
+                         "prefill_candidates": [s.prefill_candidates for s in st], "prefill_ms": [s.prefill_ms for s in st],
                          "verify_ms": [s.verify_ms / max(s.verifier_passes - 1, 1) for s in st],
                          "draft_ms": [s.draft_ms for s in st],
                          "steps": [{k: i.get(k) for k in ("mode", "precision", "threshold_bins")} for i in infos]
@@ -116,18 +123,20 @@ def summarize(result: dict) -> dict:
     for m in methods:
         rs = list(by[m].values())
         passes = np.concatenate([r["verifier_passes"] for r in rs])
+        verified = passes[passes > 0]
         acc = np.concatenate([r["accepted"] for r in rs]) if any(r["accepted"] for r in rs) else np.zeros(0)
         ms = np.concatenate([r["total_ms"] for r in rs])
         s = {"success": {su: float(np.mean([r["success"] for r in rs if r["suite"] == su])) for su in suites},
              "success_all": float(np.mean([r["success"] for r in rs])),
              "verifier_passes_per_action": float(passes.mean()),
              "accepted_per_verify": float(acc.mean()) if acc.size else float("nan"),
-             "tokens_per_verifier_pass": float(7 / passes.mean()),
+             "tokens_per_verifier_pass": float(7 / verified.mean()) if verified.size else float("nan"),
+             "skip_rate": float((passes == 0).mean()),
              "latency_ms": percentiles(ms), "episodes": len(rs),
              "prefill_ms_p50": float(np.median(np.concatenate([r["prefill_ms"] for r in rs]))),
              "verify_pass_ms_p50": float(np.median(np.concatenate([r["verify_ms"] for r in rs]))),
              "draft_ms_per_action_p50": float(np.median(np.concatenate([r["draft_ms"] for r in rs]))),
-             "rss_mb": result.get("rss_mb_after_load", {}).get(m, float("nan"))}
+             **{k: result.get("rss_mb_after_load", {}).get(m, {}).get(k, float("nan")) for k in ("rss_mb", "added_mb")}}
         modes = [st["mode"] for r in rs for st in r.get("steps", []) if st.get("mode")]
         if modes:
             s["mode_mix"] = {k: modes.count(k) / len(modes) for k in sorted(set(modes))}
@@ -143,8 +152,9 @@ def summarize(result: dict) -> dict:
 
 def markdown(summary: dict, suites: list[str]) -> str:
     head = ("| method | " + " | ".join(f"success {s}" for s in suites) + " | success all | vs AR (paired, 95% CI) "
-            "| verifier passes / action | accepted / verify | p50 ms | p99 ms | speedup vs AR min / med / max | RSS MB |")
-    lines = [head, "|" + "---|" * (len(suites) + 9)]
+            "| verifier passes / action | tokens / verified pass | skipped | p50 ms | p99 ms "
+            "| speedup vs AR min / med / max | RSS MB (+ this method) |")
+    lines = [head, "|" + "---|" * (len(suites) + 10)]
     for m, s in summary.items():
         d = s.get("paired_success_vs_ar")
         diff = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d and d["n"] > 1 else "-"
@@ -152,8 +162,9 @@ def markdown(summary: dict, suites: list[str]) -> str:
         spd = f"{sp['min']:.2f} / {sp['median']:.2f} / {sp['max']:.2f}" if sp else "-"
         lines.append(f"| {m} | " + " | ".join(f"{100 * s['success'][su]:.0f}%" for su in suites)
                      + f" | {100 * s['success_all']:.1f}% | {diff} | {s['verifier_passes_per_action']:.2f} | "
-                     f"{s['accepted_per_verify']:.2f} | {s['latency_ms']['p50']:.1f} | {s['latency_ms']['p99']:.1f} | {spd} "
-                     f"| {s.get('rss_mb', float('nan')):.0f} |")
+                     f"{s['tokens_per_verifier_pass']:.2f} | {100 * s['skip_rate']:.0f}% | {s['latency_ms']['p50']:.1f} | "
+                     f"{s['latency_ms']['p99']:.1f} | {spd} | {s.get('rss_mb', float('nan')):.0f} "
+                     f"(+{s.get('added_mb', float('nan')):.0f}) |")
     return "\n".join(lines)
 
 

@@ -74,16 +74,17 @@ def pass_costs_ms(precision: str, hw: OrinModel = OrinModel(), m: VLAModel = VLA
 
 
 def project(rows: list[dict], precision: str | None = None, hw: OrinModel = OrinModel(),
-            m: VLAModel = VLAModel()) -> dict:
+            m: VLAModel = VLAModel(), default: str = "fp32") -> dict:
     """Projected ms per action and actions per second for one method's episodes (``bench``'s
     rows: ``verifier_passes``, ``drafter_passes`` and, when present, ``steps[*].precision`` per
     action). ``precision`` prices every pass at that precision; ``None`` uses each step's own
-    (DyQ-VLA's mix; fp32 on the CPU stands for FP16 on the Jetson)."""
+    (DyQ-VLA's mix; fp32 on the CPU stands for FP16 on the Jetson), else ``default`` (the
+    precision the run used)."""
     times = []
     for r in rows:
         steps = r.get("steps") or [{}] * len(r["verifier_passes"])
         for vp, dp, st in zip(r["verifier_passes"], r["drafter_passes"], steps):
-            c = pass_costs_ms(precision or (st or {}).get("precision") or "fp32", hw, m)
+            c = pass_costs_ms(precision or (st or {}).get("precision") or default, hw, m)
             t = 0.0 if vp == 0 else c["prefill_ms"] + (vp - 1) * c["decode_ms"]
             times.append(t + dp * c["draft_ms"])
     t = np.asarray(times, float)

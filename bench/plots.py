@@ -53,7 +53,7 @@ def accepted_hist(result: dict, out: Path) -> Path:
     for ax, m in zip(axes[0], methods):
         rows = [r for r in result["episodes"] if r["method"] == m]
         acc = [a for r in rows for a in r["accepted"]]
-        pre = [a for r in rows for a in r.get("prefill_accepted", []) if a > 0]
+        pre = [a for r in rows for a, c in zip(r.get("prefill_accepted", []), r.get("prefill_candidates", [])) if c > 0]
         bins = np.arange(-0.5, 7.5, 1)
         ax.hist([acc, pre], bins=bins, stacked=True, label=["verify rounds", "prefill candidates"])
         ax.set_title(m, fontsize=9)

@@ -19,18 +19,16 @@ from edge.telemetry import percentiles
 
 __all__ = ["paired_difference", "percentiles", "speedup"]
 
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
-        20: 2.09, 30: 2.04, 60: 2.00}
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+        29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
 
 def _t95(dof: int) -> float:
     if dof <= 0:
         return float("nan")
-    keys = sorted(_T95)
-    for k in keys:
-        if dof <= k:
-            return _T95[k]
-    return 1.96
+    return _T95[max(k for k in _T95 if k <= dof)]  # between table rows: the smaller dof (wider, conservative)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:

@@ -272,7 +272,7 @@ def fit_retrieval(root, args: argparse.Namespace) -> tuple[RetrievalStore, dict]
     if not fit:
         raise ValueError(f"{root}: every episode is held out (holdout_every={k}); nothing to build the store from")
     source.update(fit_episodes=len(fit), heldout_episodes=len(held), holdout_every=k)
-    meta = {"codec": {kk: source["codec"][kk] for kk in ("vocab_size", "n_bins")},
+    meta = {"codec": {kk: source["codec"][kk] for kk in ("vocab_size", "n_bins", "action")},
             "source": {"data": str(root), "episodes": len(fit), "holdout_every": k, "codec_from": source["codec"]["from"]}}
     store = build_store(fit, spec, meta)
     sizes = np.diff(store.offsets)

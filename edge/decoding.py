@@ -182,8 +182,10 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
     *one-pass verification*: the candidates ride in the prefill and are checked in the same
     forward pass (``candidate_rule``, default ``cfg.rule``), so a fully accepted action costs one
     verifier pass. What is left is decoded by the drafter (``models.draft``) or, without one, one
-    token per pass. ``compensate(tokens)`` is asked after every partial round (KERV): a 7-token
-    list it returns ends decoding, ``None`` continues. ``branch(tokens)`` may return a predicted
+    token per pass. ``compensate(tokens)`` is asked after every verification that rejected a
+    draft (a drafter round, or the prefill's candidate check; never after a plain prefill, where
+    nothing was drafted yet: METHODS 2.3) (KERV): a 7-token list it returns ends decoding,
+    ``None`` continues. ``branch(tokens)`` may return a predicted
     continuation (KERV's Kalman forecast) that is added to every draft tree as one more branch."""
     st = DecodeStats()
     t0 = time.perf_counter()
@@ -209,7 +211,8 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
         if n < ACTION_DIM:
             tokens.append(int(y0[0 if n == 0 else best[-1] + 1]))
     tokens = [int(t) for t in tokens]
-    if len(tokens) < ACTION_DIM and compensate is not None:
+    if len(tokens) < ACTION_DIM and compensate is not None and candidates is not None:
+        # KERV fills a tail rejected by a verification; a plain prefill has verified no draft yet
         full = compensate(tokens)
         if full is not None:
             st.compensated += 1

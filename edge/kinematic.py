@@ -26,6 +26,12 @@ Per step, in order (all CPU work, a few hundred microseconds):
    and its forecast as a draft-tree branch;
 4. the final tokens update the state.
 
+HeiSD's fused metric, with its calibrated boundary (``RetrievalConfig.fused_threshold``), decides
+the retrieval regime, in which verify-skip may run. Retrieved candidates ride in the prefill in
+every regime: there they cost no extra verifier pass (HeiSD verified them in a pass of their
+own, so its switch had to choose between them and the drafter; here the drafter continues
+whatever the candidates leave).
+
 Candidates and acceptance. Retrieved candidates are checked with HeiSD's group rule (groups
 xyz / rpy / gripper), a Kalman forecast alone with the step's token rule (KERV's per-dim
 threshold); when both ride in one prefill the group rule applies to the tree. The drafter's
@@ -45,7 +51,8 @@ from edge.decoding import ACTION_DIM, DecodeStats, Models, SpecConfig, decode_ar
 from edge.kerv import (KervConfig, kerv_compensate, kerv_init, kerv_observe, kerv_predict_tokens, kerv_ready,
                        kerv_threshold, kf_branch_tokens)
 from edge.motion_metrics import DyQConfig, DyQState, dyq_step, fused_metric, sensitivity
-from edge.retrieval import RetrievalConfig, RetrievalStore, drafts_to_tree, retrieval_drafts, verify_skip
+from edge.retrieval import (RetrievalConfig, RetrievalStore, drafts_to_tree, recombine_groups, retrieval_drafts,
+                            verify_skip)
 from edge.step_policy import StepPolicyConfig, StepSignals, plan_step
 
 __all__ = ["KinematicConfig", "KinematicLayer", "build_layer", "precisions_needed"]
@@ -133,11 +140,14 @@ class KinematicLayer:
         return precision, {**st, **st2}
 
     def _retrieval(self, obs: Mapping) -> dict | None:
-        if not self.cfg.use_retrieval or obs.get("instruction") not in self.store.instructions:
+        if (not self.cfg.use_retrieval or not self.retrieval.enabled
+                or obs.get("instruction") not in self.store.instructions):
             return None
         key = self.store.key_of(obs)
         drafts, sims, st = retrieval_drafts(self.store, obs["instruction"], key, self.retrieval.top_k,
                                             self.retrieval.search_pool)
+        if self.retrieval.recombine_groups:
+            drafts = recombine_groups(drafts, self.retrieval.max_tree_rows)
         confident = verify_skip(st["best_similarity"], self.retrieval, st["neighbours"], self.skips_in_row)
         return {"drafts": drafts, "sims": sims, "confident": confident, "best_similarity": st["best_similarity"],
                 "search_ms": st["search_ms"]}
@@ -163,7 +173,10 @@ class KinematicLayer:
         sig = StepSignals(kf_ready=kf_ready, retrieval_ready=ret is not None,
                           retrieval_confident=bool(ret and ret["confident"]), fused=self._fused(),
                           skips_in_row=self.skips_in_row, precision=precision, threshold_bins=int(thr[0]))
-        plan, plan_st = plan_step(sig, self.cfg.step)
+        step_cfg = self.cfg.step
+        if self.cfg.use_retrieval:  # HeiSD's calibrated boundary of the retrieval regime
+            step_cfg = dataclasses.replace(step_cfg, fused_min=self.retrieval.fused_threshold)
+        plan, plan_st = plan_step(sig, step_cfg)
         m = models.get(plan.precision)
         if m is None:
             raise KeyError(f"precision {plan.precision!r} planned but not loaded; loaded: {sorted(models)}")
@@ -234,6 +247,21 @@ class KinematicLayer:
         self.step_index += 1
 
 
+def check_store_codec(store: RetrievalStore, codec, where: str) -> None:
+    """A store whose token ids come from another codec would draft (and, under verify-skip,
+    execute) wrong actions: refuse it."""
+    c = store.meta.get("codec") or {}
+    want = {"vocab_size": codec.vocab_size, "n_bins": codec.n_bins}
+    for k, v in want.items():
+        if k in c and int(c[k]) != v:
+            raise ValueError(f"{where}: field 'meta.codec.{k}': expected {v} (the engines' codec), got {c[k]}; "
+                             f"rebuild it with `python -m calib retrieval --engines ...`")
+    mine = codec.stats.to_json()
+    if "action" in c and any(c["action"].get(k) != mine[k] for k in ("q01", "q99", "mask")):
+        raise ValueError(f"{where}: field 'meta.codec.action': the store was built with other action statistics "
+                         f"than the engines' codec; rebuild it with `python -m calib retrieval --engines ...`")
+
+
 def precisions_needed(cfg: KinematicConfig) -> list[str]:
     return list(dict.fromkeys(cfg.dyq_levels)) if cfg.use_dyq else [cfg.precision]
 
@@ -254,6 +282,7 @@ def build_layer(cfg: KinematicConfig, codec, kerv_overrides: Mapping | None = No
                              "(write it with `python -m calib retrieval`)")
         retrieval = load_retrieval_config(cfg.retrieval_file)
         store = RetrievalStore.load(retrieval.store_path)
+        check_store_codec(store, codec, retrieval.store_path)
     if cfg.use_dyq:
         dyq = DyQConfig(tuple(cfg.dyq_levels), tuple(cfg.dyq_bounds), cfg.dyq_downgrade_delay)
     return KinematicLayer(cfg, codec.first_action_token, codec.n_bins, kerv, retrieval, store, dyq,

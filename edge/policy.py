@@ -62,8 +62,14 @@ class EdgePolicy:
     def __init__(self, cfg: PolicyConfig, share: "EdgePolicy | None" = None):
         self.cfg = cfg
         root = Path(cfg.engines)
-        need_drafter = cfg.decoder.method == "speculative" or cfg.kinematic is not None
+        need_drafter = cfg.decoder.method == "speculative" or (cfg.kinematic is not None
+                                                               and cfg.kinematic.step.decoder == "drafter")
         wanted = [cfg.precision] if cfg.kinematic is None else precisions_needed(cfg.kinematic)
+        if share is not None:
+            for f in ("engines", "providers", "threads"):
+                if getattr(share.cfg, f) != getattr(cfg, f):
+                    raise ValueError(f"EdgePolicy(share=...): {f} differs ({getattr(cfg, f)!r} vs the shared "
+                                     f"policy's {getattr(share.cfg, f)!r}); engines can only be shared as loaded")
         self.by_precision: dict[str, Models] = dict(share.by_precision) if share is not None else {}
         man = share.manifest if share is not None else None
         for p in wanted:

@@ -92,10 +92,10 @@ def test_right_retrieved_candidate_costs_one_pass_and_skip_costs_none(world):
                             max_consecutive_skips=1)
     cfg = KinematicConfig(threshold_bins=0, use_retrieval=True,
                           step=StepPolicyConfig(onepass=True, kf_candidate=False, retrieval_candidates=1,
-                                                verify_skip=True, fused_min=0.0, max_consecutive_skips=1))
+                                                verify_skip=True, max_consecutive_skips=1))
     res = run(world, layer(world, cfg, retrieval=rskip, store=store))
     modes = [i["mode"] for _, _, i in res]
-    assert modes[:2] == ["onepass", "onepass"]  # the fused metric needs w = 3 positions
+    assert modes[:2] == ["onepass", "onepass"]  # the fused metric needs w = 3 positions (calibrated bound: 0)
     assert "skip" in modes and all(not (a == b == "skip") for a, b in zip(modes, modes[1:]))
     for (t, s, i), ar in zip(res, world["ar"]):
         assert t == ar  # the store holds exactly these actions
@@ -103,17 +103,34 @@ def test_right_retrieved_candidate_costs_one_pass_and_skip_costs_none(world):
 
 
 def test_kerv_compensation_fills_rejected_tails(world):
+    # branches off: with them the random model's rounds reach its non-action token at dim 4, after
+    # which compensation (rightly) leaves the action to the verifier
     kerv = KervConfig(kf_model="rw", cooldown_steps=0, max_consecutive_comps=100, max_fill_dims=6,
-                      threshold_enabled=False, r_min_bins=0, r_max_bins=0)
+                      threshold_enabled=False, r_min_bins=0, r_max_bins=0, branch_enabled=False)
     cfg = KinematicConfig(threshold_bins=0, use_kerv=True, step=StepPolicyConfig(onepass=False))
     res = run(world, layer(world, cfg, kerv=kerv))
     comp = [s.compensated for _, s, _ in res]
     assert sum(comp[3:]) >= 1 and sum(comp[:3]) == 0  # not before the tracker is ready
+    # only after a verification rejected a draft: a compensated action went through >= 1 verify round
+    assert all(len(s.accepted) >= 1 for _, s, _ in res if s.compensated)
     for (t, s, _), ar in zip(res, world["ar"]):
         if not s.compensated:
             assert t == ar
         else:
             assert t[0] == ar[0]  # the first token is always the verifier's own
+
+
+def test_store_from_another_codec_is_refused(world):
+    from edge.kinematic import check_store_codec
+
+    store = store_of(world, world["ar"])
+    store.meta["codec"] = {"vocab_size": world["codec"].vocab_size + 1, "n_bins": 256}
+    with pytest.raises(ValueError, match="meta.codec.vocab_size"):
+        check_store_codec(store, world["codec"], "store.npz")
+    store.meta["codec"] = {"vocab_size": world["codec"].vocab_size, "n_bins": 256,
+                           "action": {**world["codec"].stats.to_json(), "q99": [9.0] * 7}}
+    with pytest.raises(ValueError, match="other action statistics"):
+        check_store_codec(store, world["codec"], "store.npz")
 
 
 def test_missing_calibration_is_refused(world):
