@@ -67,11 +67,14 @@ class OrtEngine:
         self.name = name or path.stem
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
+        if _THREADS_CONFIGURED is not None:  # the process has global pools: a session may not bring its own
+            if threads is not None and threads != _THREADS_CONFIGURED:
+                log.warning("%s: %d threads asked, but the process-wide pool has %d; using the pool",
+                            path.name, threads, _THREADS_CONFIGURED)
+            so.use_per_session_threads = False
+        elif threads is not None:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
-        elif _THREADS_CONFIGURED is not None:
-            so.use_per_session_threads = False
         for key, value in (shared_initializers or {}).items():
             so.add_initializer(key, value)
         wanted = [p if isinstance(p, str) else p[0] for p in providers]
