@@ -43,6 +43,7 @@ class VLAConfig:
     image_size_px: int = 64  # square input images
     n_views: int = 2  # camera views (third-person, wrist)
     patch_grid: int = 4  # visual tokens per view = patch_grid ** 2
+    coord_channels: bool = False  # CoordConv: x/y pixel coordinates appended to the image before the stem
     max_seq: int = 128  # longest sequence (prefix + action + draft tree)
     rope_theta: float = 10000.0  # rotary base
     norm_eps: float = 1e-6  # RMSNorm epsilon
@@ -116,8 +117,15 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         c = 64
+        # Each token averages a (64 / patch_grid)-pixel cell; without coordinates the pooled features of
+        # translation-equivariant convolutions barely say where in its cell a block lies.
+        n_in = 3 + (2 if cfg.coord_channels else 0)
+        if cfg.coord_channels:
+            ramp = torch.linspace(-1.0, 1.0, cfg.image_size_px)
+            yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+            self.register_buffer("coords", torch.stack([xx, yy])[None], persistent=False)
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(n_in, 32, 5, stride=2, padding=2), nn.GELU(),
             nn.Conv2d(32, c, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(c, c, 3, stride=1, padding=1), nn.GELU(),
             nn.AdaptiveAvgPool2d(cfg.patch_grid),
@@ -129,6 +137,8 @@ class VisionEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B, V = images.shape[:2]
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+        if self.cfg.coord_channels:
+            x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
         f = self.stem(x).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
         f = f.reshape(B, V, -1, f.shape[-1]) + self.view_embed[None] + self.pos_embed[:, None]
         return self.proj(f.reshape(B, -1, f.shape[-1]))

@@ -82,6 +82,20 @@ def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float)
 
 
 @torch.no_grad()
+def widen_inputs(state: dict, target: dict) -> dict:
+    """``state`` fitted to ``target``'s shapes where a conv gained input channels (coordinates added):
+    the new input channels start at zero, so the widened model computes what the old one did."""
+    out = dict(state)
+    for k, w in state.items():
+        t = target.get(k)
+        if t is not None and w.dim() == 4 and t.shape[0] == w.shape[0] and t.shape[1] > w.shape[1] \
+                and t.shape[2:] == w.shape[2:]:
+            pad = torch.zeros(t.shape[0], t.shape[1] - w.shape[1], *t.shape[2:], dtype=w.dtype)
+            out[k] = torch.cat([w, pad], dim=1)
+            log.info("%s: %d input channels widened to %d (zeros)", k, w.shape[1], t.shape[1])
+    return out
+
+
 def token_accuracy(model: Verifier, s: Samples, batch: int = 256) -> dict:
     model.eval()
     correct, total, bin_err = torch.zeros(7), 0, torch.zeros(7)
@@ -110,7 +124,7 @@ def train_verifier(args) -> int:
     log.info("samples: %d train, %d held-out (every %d-th episode)", len(train), len(held), args.holdout_every)
     model = Verifier(cfg)
     if args.init:  # continue from saved weights (e.g. a committed fp16 verifier.pt) with a fresh optimizer
-        model.load_state_dict(load_state(args.init))
+        model.load_state_dict(widen_inputs(load_state(args.init), model.state_dict()))
         log.info("verifier initialised from %s", args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     step, ckpt = 0, out / "ckpt_verifier.pt"

@@ -187,3 +187,23 @@ def test_early_step_weights():
     assert steps_in_episode(ep).tolist() == [0, 1, 2, 3, 0, 1, 0]
     assert sample_weights(ep, 2, 6.0).tolist() == [6, 6, 1, 1, 6, 6, 6]
     assert sample_weights(ep, 0, 6.0).tolist() == [1] * 7
+
+
+def test_coord_channels_widen_from_a_plain_verifier():
+    """A coordinate-channel encoder loaded from plain weights (zeros on the new inputs) computes the same
+    actions, so a trained verifier can be continued with coordinates."""
+    import dataclasses
+    from vla.train import widen_inputs
+
+    torch.manual_seed(0)
+    plain = Verifier(CFG).eval()
+    coord_cfg = dataclasses.replace(CFG, coord_channels=True)
+    wide = Verifier(coord_cfg).eval()
+    wide.load_state_dict(widen_inputs(plain.state_dict(), wide.state_dict()))
+    w = wide.vision.stem[0].weight
+    assert w.shape[1] == 5 and torch.all(w[:, 3:] == 0)
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
+    prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
+    assert torch.equal(plain.greedy_actions(imgs, prompt), wide.greedy_actions(imgs, prompt))
+
