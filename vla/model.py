@@ -44,6 +44,7 @@ class VLAConfig:
     n_views: int = 2  # camera views (third-person, wrist)
     patch_grid: int = 4  # visual tokens per view = patch_grid ** 2
     coord_channels: bool = False  # CoordConv: x/y pixel coordinates appended to the image before the stem
+    keypoints: bool = False  # spatial-softmax keypoints (x/y per stem channel) added to each view's tokens
     max_seq: int = 128  # longest sequence (prefix + action + draft tree)
     rope_theta: float = 10000.0  # rotary base
     norm_eps: float = 1e-6  # RMSNorm epsilon
@@ -133,15 +134,28 @@ class VisionEncoder(nn.Module):
         self.view_embed = nn.Parameter(torch.zeros(cfg.n_views, 1, c))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.patch_grid**2, c))
         self.proj = nn.Sequential(nn.Linear(c, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+        if cfg.keypoints:  # Levine et al.'s spatial soft-argmax: where each channel fires, as coordinates
+            g = cfg.image_size_px // 4  # the stem's two stride-2 convolutions
+            ramp = torch.linspace(-1.0, 1.0, g)
+            yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+            self.register_buffer("kp_grid", torch.stack([xx.flatten(), yy.flatten()], dim=1), persistent=False)
+            self.kp_log_temp = nn.Parameter(torch.zeros(c))
+            self.kp_proj = nn.Linear(2 * c, cfg.d_model)  # zeroed by Verifier after its init
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B, V = images.shape[:2]
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        f = self.stem(x).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
+        fm = self.stem[:-1](x)  # [B*V, c, H/4, W/4]
+        f = self.stem[-1](fm).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
         f = f.reshape(B, V, -1, f.shape[-1]) + self.view_embed[None] + self.pos_embed[:, None]
-        return self.proj(f.reshape(B, -1, f.shape[-1]))
+        tokens = self.proj(f)  # [B, V, G*G, D]
+        if self.cfg.keypoints:
+            attn = torch.softmax(fm.flatten(2) * self.kp_log_temp.exp()[None, :, None], dim=-1)  # [B*V, c, HW]
+            kp = (attn @ self.kp_grid.to(attn.dtype)).reshape(B, V, 1, -1)  # [B, V, 1, 2c]
+            tokens = tokens + self.kp_proj(kp)
+        return tokens.reshape(B, -1, tokens.shape[-1])
 
 
 def causal_mask(T: int, past: int = 0, batch: int = 1, device=None) -> torch.Tensor:
@@ -164,6 +178,9 @@ class Verifier(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init)
+        if cfg.keypoints:  # zero: a verifier grown from one without keypoints continues unchanged
+            nn.init.zeros_(self.vision.kp_proj.weight)
+            nn.init.zeros_(self.vision.kp_proj.bias)
 
     @staticmethod
     def _init(m):

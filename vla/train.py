@@ -83,9 +83,13 @@ def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float)
 
 @torch.no_grad()
 def widen_inputs(state: dict, target: dict) -> dict:
-    """``state`` fitted to ``target``'s shapes where a conv gained input channels (coordinates added):
-    the new input channels start at zero, so the widened model computes what the old one did."""
+    """``state`` fitted to ``target``, the freshly built model's state: a conv that gained input channels
+    (coordinates added) gets zeros there, and parameters ``state`` lacks (keypoints added) keep the fresh
+    model's values, zero-initialised by design, so the grown model computes what the old one did."""
     out = dict(state)
+    for k in target.keys() - state.keys():
+        out[k] = target[k]
+        log.info("%s: not in the initial weights, starts as built", k)
     for k, w in state.items():
         t = target.get(k)
         if t is not None and w.dim() == 4 and t.shape[0] == w.shape[0] and t.shape[1] > w.shape[1] \

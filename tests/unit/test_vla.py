@@ -207,3 +207,32 @@ def test_coord_channels_widen_from_a_plain_verifier():
     prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
     assert torch.equal(plain.greedy_actions(imgs, prompt), wide.greedy_actions(imgs, prompt))
 
+
+
+def test_keypoints_grow_from_a_plain_verifier_and_see_position():
+    """Keypoint projection starts at zero (same actions as the plain verifier it grew from); the keypoints
+    themselves follow a bright spot moved inside one pooled cell."""
+    import dataclasses
+    from vla.train import widen_inputs
+
+    torch.manual_seed(0)
+    plain = Verifier(CFG).eval()
+    grown = Verifier(dataclasses.replace(CFG, keypoints=True)).eval()
+    grown.load_state_dict(widen_inputs(plain.state_dict(), grown.state_dict()))
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
+    prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
+    assert torch.equal(plain.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, prompt))
+
+    enc = grown.vision
+    with torch.no_grad():
+        enc.kp_log_temp.fill_(3.0)
+        enc.kp_proj.weight.copy_(torch.randn_like(enc.kp_proj.weight))
+    a = torch.zeros(1, CFG.n_views, 64, 64, 3, dtype=torch.uint8)
+    b = a.clone()
+    a[:, :, 20:24, 18:22] = 255  # a spot in pooled cell (1, 1)
+    b[:, :, 20:24, 26:30] = 255  # 8 px to the right, same cell
+    with torch.no_grad():
+        gap_plain = (plain.vision(a) - plain.vision(b)).abs().max().item()
+        gap_grown = (enc(a) - enc(b)).abs().max().item()
+    assert gap_grown > 10 * gap_plain
