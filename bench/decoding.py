@@ -68,7 +68,7 @@ def run(args) -> dict:
 
     methods = args.methods.split(",")
     configure_threads(args.threads)
-    files = MethodFiles(r_bins=args.r, kerv=args.kerv or "", retrieval=args.retrieval or "",
+    files = MethodFiles(r_bins=args.r, kerv=args.kerv or "", retrieval=args.retrieval or "", dyq=args.dyq or "",
                         dyq_levels=tuple(args.dyq_levels.split(",")),
                         dyq_bounds=tuple(float(x) for x in args.dyq_bounds.split(",") if x.strip()))
     policies, memory = build_policies(methods, PolicyConfig(engines=args.engines, precision=args.precision,
@@ -179,8 +179,10 @@ def add_args(p: argparse.ArgumentParser, default_methods: str, default_out: str)
     p.add_argument("--r", type=int, default=5, help="relaxed threshold of specvla and the kinematic methods' base")
     p.add_argument("--kerv", help="calib kerv file (methods kerv, full)")
     p.add_argument("--retrieval", help="calib retrieval calibration JSON (methods heisd, full)")
+    p.add_argument("--dyq", help="calib dyq file (methods dyq, full): scales and ladder; without it "
+                   "--dyq-levels/--dyq-bounds with the default scales")
     p.add_argument("--dyq-levels", default="int8,fp32", help="DyQ precisions, lowest first (each built)")
-    p.add_argument("--dyq-bounds", default="0.5", help="DyQ sensitivity bounds between the levels")
+    p.add_argument("--dyq-bounds", default="0.5", help="DyQ sensitivity bounds between the levels (0.5: the paper's theta_fp)")
     p.add_argument("--out", default=default_out, help="output directory")
 
 

@@ -37,6 +37,7 @@ class MethodFiles:
     r_bins: int = 5  # Spec-VLA's relaxed threshold for specvla and the kinematic methods' base
     kerv: str = ""  # calib kerv output
     retrieval: str = ""  # calib retrieval calibration JSON
+    dyq: str = ""  # calib dyq output; when given it sets the ladder and scales (levels and bounds below unused)
     dyq_levels: tuple[str, ...] = ("int8", "fp32")
     dyq_bounds: tuple[float, ...] = (0.5,)
 
@@ -69,6 +70,7 @@ def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyCo
         kerv_file=_need(files.kerv, "a KERV file (--kerv)", "python -m calib kerv") if kerv else "",
         retrieval_file=_need(files.retrieval, "a retrieval file (--retrieval)", "python -m calib retrieval") if retrieval else "",
         precision=base.precision, threshold_bins=files.r_bins, use_kerv=kerv, use_retrieval=retrieval, use_dyq=dyq,
+        dyq_file=_need(files.dyq, "a DyQ file (--dyq)", "python -m calib dyq") if dyq and files.dyq else "",
         dyq_levels=tuple(files.dyq_levels), dyq_bounds=tuple(files.dyq_bounds), step=step)
     return dataclasses.replace(base, decoder=DecoderConfig(method="speculative", threshold_bins=files.r_bins),
                                kinematic=kin)

@@ -4,6 +4,7 @@ Subcommands:
   stats      action normalisation statistics (q01/q99) for the OpenVLA codec
   kerv       KERV: per-DoF Kalman filter noise (Q, R) and the dynamic-threshold bounds
   retrieval  HeiSD: the retrieval store (image keys -> current and next actions) and its bounds
+  dyq        DyQ-VLA: sensitivity scales (mu_max, nu_max) and the precision ladder bounds
 
 Each fitting module ``calib/<name>.py`` registers its subcommand with ``add_parser(sub)``, which
 sets ``func`` (args -> exit code).
@@ -17,7 +18,7 @@ import sys
 
 from calib.dataset import DatasetError
 
-FITTERS = ("kerv", "retrieval")  # modules that add a subcommand
+FITTERS = ("kerv", "retrieval", "dyq")  # modules that add a subcommand
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:

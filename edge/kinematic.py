@@ -55,7 +55,7 @@ from edge.retrieval import (RetrievalConfig, RetrievalStore, drafts_to_tree, rec
                             verify_skip)
 from edge.step_policy import StepPolicyConfig, StepSignals, plan_step
 
-__all__ = ["KinematicConfig", "KinematicLayer", "build_layer", "precisions_needed"]
+__all__ = ["KinematicConfig", "KinematicLayer", "build_layer", "precisions_needed", "apply_dyq_file"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class KinematicConfig:
     """What the layer may use; the calibrated parts come from files (``edge.run_config``)."""
 
     kerv_file: str = ""  # `python -m calib kerv` output (needed by use_kerv)
+    dyq_file: str = ""  # `python -m calib dyq` output: with use_dyq, its values replace the dyq_* fields below
     retrieval_file: str = ""  # `python -m calib retrieval` calibration JSON (needed by use_retrieval)
     precision: str = "fp32"  # verifier precision without DyQ
     threshold_bins: int = 5  # fixed relaxed r when KERV's dynamic threshold is not used
@@ -260,6 +261,23 @@ def check_store_codec(store: RetrievalStore, codec, where: str) -> None:
     if "action" in c and any(c["action"].get(k) != mine[k] for k in ("q01", "q99", "mask")):
         raise ValueError(f"{where}: field 'meta.codec.action': the store was built with other action statistics "
                          f"than the engines' codec; rebuild it with `python -m calib retrieval --engines ...`")
+
+
+def apply_dyq_file(cfg: KinematicConfig) -> KinematicConfig:
+    """``cfg`` with its DyQ calibration applied: when ``use_dyq`` and ``dyq_file`` are set, the file's
+    scales, windows, ladder and downgrade delay replace the ``dyq_*`` fields (a bad file raises
+    ``DyQFileError`` naming it)."""
+    if not (cfg.use_dyq and cfg.dyq_file):
+        return cfg
+    from edge.dyq_file import read_dyq_file
+
+    cal = read_dyq_file(cfg.dyq_file)
+    log.info("DyQ calibration %s: mu_max %.4f m, nu_max %.4f rad, ladder %s bounds %s", cfg.dyq_file,
+             cal.mu_max_m, cal.nu_max_rad, list(cal.levels), list(cal.bounds))
+    return dataclasses.replace(cfg, dyq_mu_max_m=cal.mu_max_m, dyq_nu_max_rad=cal.nu_max_rad,
+                               dyq_w_macro=cal.w_macro, dyq_w_micro=cal.w_micro, dyq_lambda=cal.lam,
+                               dyq_levels=cal.levels, dyq_bounds=cal.bounds,
+                               dyq_downgrade_delay=cal.downgrade_delay)
 
 
 def precisions_needed(cfg: KinematicConfig) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 from edge.acceptance import AcceptRule
 from edge.codec import ActionCodec, ActionStats
 from edge.decoding import DecodeStats, Models, SpecConfig, decode_ar, decode_speculative
-from edge.kinematic import KinematicConfig, build_layer, precisions_needed
+from edge.kinematic import KinematicConfig, apply_dyq_file, build_layer, precisions_needed
 from edge.runtime_models import load_models
 from edge.tokenizer import Tokenizer
 
@@ -60,6 +60,8 @@ class PolicyConfig:
 
 class EdgePolicy:
     def __init__(self, cfg: PolicyConfig, share: "EdgePolicy | None" = None):
+        if cfg.kinematic is not None:
+            cfg = dataclasses.replace(cfg, kinematic=apply_dyq_file(cfg.kinematic))
         self.cfg = cfg
         root = Path(cfg.engines)
         need_drafter = cfg.decoder.method == "speculative" or (cfg.kinematic is not None
