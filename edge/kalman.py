@@ -18,6 +18,7 @@ limit of the gain recursion, for tests and calibration).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -33,18 +34,26 @@ class KFParams:
     p0: float = 100.0  # initial state variance
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``F [n, n]``, ``H [1, n]``, ``Q [D, n, n]``, ``R [D]`` for the chosen model."""
-        q = np.asarray(self.q, float)
-        if self.model == "cv":
-            F = np.array([[1.0, 1.0], [0.0, 1.0]])
-            H = np.array([[1.0, 0.0]])
-            Q = q[:, None, None] * np.array([[0.25, 0.5], [0.5, 1.0]])
-        elif self.model == "rw":
-            F, H = np.eye(1), np.eye(1)
-            Q = q[:, None, None] * np.ones((1, 1))
-        else:
-            raise ValueError(f"KFParams.model: expected 'cv' or 'rw', got {self.model!r}")
-        return F, H, Q, np.asarray(self.r, float)
+        """``F [n, n]``, ``H [1, n]``, ``Q [D, n, n]``, ``R [D]`` for the chosen model (cached, read-only)."""
+        return _matrices(self.model, tuple(self.q), tuple(self.r))
+
+
+@functools.lru_cache(maxsize=32)
+def _matrices(model: str, q_t: tuple, r_t: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    q = np.asarray(q_t, float)
+    if model == "cv":
+        F = np.array([[1.0, 1.0], [0.0, 1.0]])
+        H = np.array([[1.0, 0.0]])
+        Q = q[:, None, None] * np.array([[0.25, 0.5], [0.5, 1.0]])
+    elif model == "rw":
+        F, H = np.eye(1), np.eye(1)
+        Q = q[:, None, None] * np.ones((1, 1))
+    else:
+        raise ValueError(f"KFParams.model: expected 'cv' or 'rw', got {model!r}")
+    out = (F, H, Q, np.asarray(r_t, float))
+    for a in out:
+        a.flags.writeable = False  # shared by every caller with the same parameters
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
