@@ -86,7 +86,9 @@ class KinematicConfig:
     dyq_levels: tuple[str, ...] = ("int8", "fp32")  # precisions, lowest first (each must be built)
     dyq_bounds: tuple[float, ...] = (0.5,)  # S thresholds between consecutive levels
     dyq_downgrade_delay: int = 3  # steps wanting a lower precision before it is taken
-    step: StepPolicyConfig = StepPolicyConfig(onepass=False, retrieval_candidates=0, verify_skip=False)
+    # how the enabled parts are used per step; the same defaults whether or not YAML gives a partial `step:` block
+    # (the use_* flags gate: KF candidates need use_kerv, retrieval candidates and verify-skip use_retrieval)
+    step: StepPolicyConfig = StepPolicyConfig()
 
     def __post_init__(self):
         if self.threshold_bins < 0:
