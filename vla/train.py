@@ -140,6 +140,7 @@ def train_verifier(args) -> int:
     model.train()
     t0 = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="verifier", dynamic_ncols=True)
+    last_loss = None  # stays None when a resumed run is already at --steps (it only evaluates and saves)
     while step < args.steps:
         idx = (torch.multinomial(weights, args.batch, replacement=True, generator=gen) if args.early_steps > 0
                else torch.randint(0, len(train), (args.batch,), generator=gen))  # the v1 artifact's stream
@@ -155,13 +156,14 @@ def train_verifier(args) -> int:
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        last_loss = loss.item()
+        bar.set_postfix(loss=f"{last_loss:.3f}")
         if step % args.ckpt_every == 0 or step == args.steps:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
         if args.eval_every and step % args.eval_every == 0 and len(held):
             bar.write(f"step {step}: held-out token accuracy {token_accuracy(model, held)['token_acc']:.3f}")
     bar.close()
-    metrics = {"final_loss": loss.item(), "train_seconds": round(time.monotonic() - t0, 1), "steps": step,
+    metrics = {"final_loss": last_loss, "train_seconds": round(time.monotonic() - t0, 1), "steps": step,
                "train_samples": len(train), "heldout_samples": len(held)}
     if len(held):
         metrics.update({f"heldout_{k}": v for k, v in token_accuracy(model, held).items()})
