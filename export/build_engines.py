@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edge import config as cfgmod
+from edge.engine import OrtEngine
 from edge.engine_cache import FORMAT_VERSION, MANIFEST, sha256_file
 from edge.io_contract import GRAPHS
 
@@ -98,7 +99,6 @@ def load_models(cfg: ExportConfig):
 
 
 def build(cfg: ExportConfig) -> dict:
-    import onnxruntime as ort
 
     from export.graphs import DraftGraph, PrefillGraph, VerifyGraph, example_inputs
     from export.onnx_export import ExportError, check_feeds, compare, export_graph
@@ -138,9 +138,9 @@ def build(cfg: ExportConfig) -> dict:
                 set_accuracy_level(int4, path, 4)
             else:
                 raise cfgmod.ConfigError(f"precisions: unknown precision {prec!r}; expected fp32, int8, int4, int4a8")
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 2
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            # through OrtEngine: in a process whose ONNX Runtime already has global thread pools (a test run,
+            # a bench) a session may not bring its own threads
+            sess = OrtEngine(path, threads=2, name=f"{graph}/{prec}").session
             par = compare(mod, sess, spec, feeds[graph])
             if prec == "fp32" and (par["argmax_agreement"] < cfg.parity.min_fp32_agreement
                                    or par["max_abs_logit_diff"] > cfg.parity.max_abs_logit_diff):
