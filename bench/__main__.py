@@ -23,11 +23,11 @@ DEFAULT_METHODS = "ar,specvla,kerv,heisd,dyq,full"
 def jetson_table(result: dict, precision: str = "fp32") -> str:
     from bench.jetson import pass_costs_ms, project
 
-    lines = ["| method | FP16 actions/s | INT8 actions/s | INT4 actions/s | own precision mix actions/s |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | FP16 actions/s | INT8 actions/s | INT4 (W4A16) actions/s | W4A8 actions/s | own precision mix actions/s |",
+             "|---|---|---|---|---|---|"]
     for m in result["methods"]:
         rows = [r for r in result["episodes"] if r["method"] == m]
-        cells = [f"{project(rows, p)['actions_per_s']:.2f}" for p in ("fp16", "int8", "int4")]
+        cells = [f"{project(rows, p)['actions_per_s']:.2f}" for p in ("fp16", "int8", "int4", "int4a8")]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {project(rows, default=precision)['actions_per_s']:.2f} |")
     c = pass_costs_ms("fp16")
     lines.append("")

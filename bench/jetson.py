@@ -13,7 +13,10 @@ Cost model (every figure is an assumption, stated in ``OrinModel`` / ``VLAModel`
   A100: OpenVLA's decode passes are ~29 ms whatever the handful of tokens).
 - The prefill is compute bound: ``t = 2 * params * prefix_tokens / (peak_ops * compute_efficiency)``
   at the precision's tensor-core rate (FP16 for FP16 weights; INT8 for INT8; INT4 weight-only
-  kernels compute in FP16), and never less than one memory-bound pass.
+  kernels compute in FP16, W4A8 decompresses to INT8 and computes at the INT8 rate, as DyQ-VLA's
+  8-bit path does), and never less than one memory-bound pass. So INT4 weight-only speeds up the
+  memory-bound passes but not the prefill: a method whose cost is mostly prefill (one-pass
+  verification, few passes per action) projects faster at INT8 or W4A8 than at INT4.
 - The drafter (Spec-VLA: one Llama decoder layer over the frozen embeddings and head) costs its
   own weight bytes (one layer plus the LM head) per pass, at FP16.
 - A verify-skipped step costs no verifier pass; CPU-side work (Kalman filter, retrieval, step
@@ -35,8 +38,10 @@ import numpy as np
 __all__ = ["OrinModel", "VLAModel", "pass_costs_ms", "project", "PRECISION_MAP"]
 
 # CPU engine precisions of this project -> the Jetson precision they stand for
-PRECISION_MAP = {"fp32": "fp16", "fp16": "fp16", "int8": "int8", "int4": "int4", "int4a8": "int4"}
-BYTES = {"fp16": 2.0, "int8": 1.0, "int4": 0.5 + 1 / 64}  # int4: 4 bits + an fp16 scale per 128 weights
+PRECISION_MAP = {"fp32": "fp16", "fp16": "fp16", "int8": "int8", "int4": "int4", "int4a8": "w4a8"}
+BYTES = {"fp16": 2.0, "int8": 1.0, "int4": 0.5 + 1 / 64,  # int4: 4 bits + an fp16 scale per 128 weights
+         "w4a8": 0.5 + 1 / 64}
+INT8_COMPUTE = ("int8", "w4a8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,7 @@ def pass_costs_ms(precision: str, hw: OrinModel = OrinModel(), m: VLAModel = VLA
         raise ValueError(f"precision {precision!r}: expected one of {sorted(PRECISION_MAP)}")
     bw = hw.bandwidth_gbs * 1e9 * hw.bw_efficiency
     decode = m.llm_params * BYTES[p] / bw
-    ops = (hw.int8_tops if p == "int8" else hw.fp16_tflops) * 1e12 * hw.compute_efficiency
+    ops = (hw.int8_tops if p in INT8_COMPUTE else hw.fp16_tflops) * 1e12 * hw.compute_efficiency
     prefill_compute = 2 * (m.llm_params * m.prefix_tokens + m.vision_params * 256) / ops
     prefill = max(prefill_compute, (m.llm_params + m.vision_params) * BYTES[p] / bw)
     layer = m.llm_params / m.n_layers - m.vocab * m.d_model * 2 / m.n_layers  # one decoder layer
