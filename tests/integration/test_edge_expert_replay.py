@@ -58,6 +58,9 @@ class ExpertReplay:
     def decode(self, obs):
         return self.inner.decode(obs)
 
+    def flush(self):  # the loop's post-publish update (EdgePolicy's interface)
+        self.inner.flush()
+
     def tokens_to_action(self, tokens):
         a = self.actions[min(self.i, len(self.actions) - 1)]
         self.i += 1
