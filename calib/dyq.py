@@ -22,14 +22,13 @@ Writes ``{"kind": "dyq", "version": 1, "source", "sensitivity", "ladder", "repor
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from calib.dataset import iter_episodes
 from edge.dyq_file import FORMAT_VERSION, KIND, read_dyq_file
+from edge.files import write_json_atomic
 from edge.motion_metrics import DyQConfig, DyQState, dyq_step, sensitivity
 
 __all__ = ["fit_dyq", "sensitivity_series", "add_parser"]
@@ -118,11 +117,7 @@ def fit_dyq(data: str | Path, levels: tuple[str, ...], shares: tuple[float, ...]
 
 
 def write_dyq(doc: dict, out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out)
+    out = write_json_atomic(doc, out)
     read_dyq_file(out)  # what edge will read
     return out
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import numpy as np
 from calib.codec_source import add_codec_args, codec_from_args
 from calib.dataset import iter_episodes
 from edge.codec import CodecError
+from edge.files import write_json_atomic
 from edge.kalman import KFParams
 from edge.kerv import ACTION_DIM, FORMAT_VERSION, KIND, KervConfig, threshold_from_kvar, window_estimates
 
@@ -260,12 +260,7 @@ def fit_kerv(root, args: argparse.Namespace) -> dict:
 
 
 def write_kerv(doc: dict, out) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
-    return out
+    return write_json_atomic(doc, out)
 
 
 # ---------------------------------------------------------------- CLI

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -53,12 +52,13 @@ import numpy as np
 from calib.codec_source import add_codec_args, codec_from_args
 from calib.dataset import iter_episodes, read_episode_index
 from edge.acceptance import accept_length
+from edge.files import write_json_atomic
 from edge.motion_metrics import curvature_radius, fused_metric, path_length
 from edge.retrieval import (ACTION_DIM, CALIB_KIND, FORMAT_VERSION, KeySpec, RetrievalConfig, RetrievalStore,
                             drafts_agree, image_key, trajectory_tokens)
 
 __all__ = ["read_dataset", "build_store", "evaluate_heldout", "skip_bound", "fused_bounds",
-           "fused_threshold", "fit_retrieval", "write_json", "add_parser"]
+           "fused_threshold", "fit_retrieval", "add_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -334,12 +334,6 @@ def fit_retrieval(root, args: argparse.Namespace) -> tuple[RetrievalStore, dict]
     return store, doc
 
 
-def write_json(doc: dict, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
-    return out
 
 
 # ---------------------------------------------------------------- CLI
@@ -391,7 +385,7 @@ def _cmd(args: argparse.Namespace) -> int:
     store, doc = fit_retrieval(args.data, args)
     out = Path(args.out)
     store_path = store.save(out / STORE_FILE)
-    js = write_json(doc, out / CALIB_FILE)
+    js = write_json_atomic(doc, out / CALIB_FILE)
     _print_report(doc, js, store_path)
     return 0
 

@@ -1,4 +1,5 @@
-"""Small file helpers shared by the manifests: content hashes and JSON reading with clear errors."""
+"""Small file helpers shared by the manifests and calibration files: content hashes, JSON reading
+with clear errors, and atomic JSON writing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["sha256_file", "read_json", "read_versioned_json", "field_error"]
+__all__ = ["sha256_file", "read_json", "read_versioned_json", "field_error", "write_json_atomic"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -49,3 +50,14 @@ def read_versioned_json(path: str | Path, error: type[Exception], kind: str, ver
     if doc.get("version") != version:
         fail("version", version, doc.get("version", "missing"))
     return doc
+
+
+def write_json_atomic(doc, path: str | Path, indent: int = 2) -> Path:
+    """Write ``doc`` as JSON to ``path`` through a temporary file renamed into place (a reader never
+    sees half a file); creates the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=indent))
+    tmp.replace(path)
+    return path
