@@ -73,7 +73,11 @@ def fit_dyq(data: str | Path, levels: tuple[str, ...], shares: tuple[float, ...]
         nu_max, nu_from_nonzero = (float(np.percentile(nz, percentile)) if len(nz) else 1.0), True
     if mu_max <= 0:
         raise ValueError(f"{data}: the demonstrations never translate (95th percentile of |a_xyz| is 0)")
-    S_fit = np.concatenate([sensitivity_series(a, mu_max, nu_max, w_macro, w_micro, lam) for a in fit])
+    def series(episodes):
+        return [sensitivity_series(a, mu_max, nu_max, w_macro, w_micro, lam) for a in episodes]
+
+    S_fit_eps = series(fit)
+    S_fit = np.concatenate(S_fit_eps)
     if bounds is None:
         shares = tuple(shares) if shares is not None else (1.0 / len(levels),) * len(levels)
         if len(shares) != len(levels) or min(shares) < 0 or not np.isclose(sum(shares), 1.0):
@@ -85,10 +89,9 @@ def fit_dyq(data: str | Path, levels: tuple[str, ...], shares: tuple[float, ...]
                          "(with --shares: S does not separate the levels; give --bounds)")
     cfg = DyQConfig(tuple(levels), bounds, downgrade_delay)
 
-    def taken(episodes):
+    def taken(episodes, S_eps):
         counts = np.zeros((2, len(levels)))  # [all / fine, level]
-        for a in episodes:
-            S = sensitivity_series(a, mu_max, nu_max, w_macro, w_micro, lam)
+        for a, S in zip(episodes, S_eps):
             fine = _fine_mask(a, fine_window)
             state = DyQState(len(levels) - 1)
             for s, f in zip(S, fine):
@@ -106,8 +109,8 @@ def fit_dyq(data: str | Path, levels: tuple[str, ...], shares: tuple[float, ...]
         "S_percentiles": {str(p): round(float(np.percentile(S_fit, p)), 4) for p in (5, 25, 50, 75, 95)},
         "nu_max_from_nonzero_jerks": nu_from_nonzero,
         "zero_jerk_share": round(float(np.mean(jerks == 0)), 4),
-        "fit": taken(fit),
-        "heldout": taken(held) if held else None,
+        "fit": taken(fit, S_fit_eps),
+        "heldout": taken(held, series(held)) if held else None,
     }
     return {"kind": KIND, "version": FORMAT_VERSION, "source": {"data": str(data), "percentile": percentile},
             "sensitivity": {"mu_max_m": mu_max, "nu_max_rad": nu_max, "w_macro": w_macro, "w_micro": w_micro,
