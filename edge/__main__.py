@@ -23,8 +23,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import signal
-import sys
+import signal  # noqa: E402
+import sys  # noqa: E402
 
 
 def _run(args) -> int:
