@@ -236,3 +236,26 @@ def test_keypoints_grow_from_a_plain_verifier_and_see_position():
         gap_plain = (plain.vision(a) - plain.vision(b)).abs().max().item()
         gap_grown = (enc(a) - enc(b)).abs().max().item()
     assert gap_grown > 10 * gap_plain
+
+
+def test_gaussian_bin_targets_and_loss():
+    from vla.train import action_loss, gaussian_bin_targets
+
+    V, n_bins = CFG.vocab_size, CFG.n_bins
+    tok = torch.tensor([[V - 1, V - n_bins, V - 100]])
+    t = gaussian_bin_targets(tok, V, n_bins, 3.0)
+    assert torch.allclose(t.sum(-1), torch.ones(1, 3))
+    assert t.argmax(-1).tolist() == tok.tolist()
+    assert t[..., : V - n_bins].abs().sum() == 0  # no mass on text ids, even at the edge bin
+    mid = t[0, 2]
+    assert mid[V - 99] == mid[V - 101] and mid[V - 99] < mid[V - 100]  # symmetric, peaked
+    assert torch.equal(gaussian_bin_targets(tok, V, n_bins, 0.0), F.one_hot(tok, V).float())
+    # a prediction one bin off costs less than one 50 bins off (one-hot CE scores them alike)
+    near = torch.full((1, 3, V), -20.0)
+    far = near.clone()
+    for i, k in enumerate(tok[0].tolist()):
+        step = 1 if k < V - 1 else -1
+        near[0, i, k + step] = 20.0
+        far[0, i, k + 50 * step] = 20.0
+    assert action_loss(near, tok, n_bins, 3.0) < action_loss(far, tok, n_bins, 3.0)
+    assert torch.isclose(action_loss(near, tok, n_bins, 0.0), action_loss(far, tok, n_bins, 0.0))
