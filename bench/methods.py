@@ -4,7 +4,9 @@ Names (``python -m bench --methods ...``):
 
 - ``ar``: plain greedy decoding (prefill + 6 decode passes), the baseline.
 - ``chain-rR`` / ``tree-rR``: Spec-VLA speculative decoding, chain or EAGLE-2 tree drafts,
-  relaxed acceptance at R bins (R = 0: exact).
+  relaxed acceptance at R bins (R = 0: exact). A tree's shape can follow: ``tree-r5-k2-n12`` is
+  top_k 2 children per expansion and 12 nodes verified per pass (``-dD`` sets the depth); a chain's
+  length as ``chain-r5-l4``. Unset parts keep ``edge.policy.DecoderConfig``'s defaults.
 - ``specvla``: ``tree-rR`` at ``--r`` (Spec-VLA relaxed).
 - ``kerv``: Spec-VLA + KERV (compensation of rejected tails with the cooldown, Kalman branches in
   the draft trees, the dynamic threshold), from the ``--kerv`` file.
@@ -48,17 +50,32 @@ def _need(path: str, what: str, command: str) -> str:
     return path
 
 
+_SHAPE_KEYS = {"tree": {"k": "top_k", "d": "depth", "n": "total_tokens"}, "chain": {"l": "chain_len"}}
+
+
+def spec_decoder(name: str) -> DecoderConfig:
+    """``chain-rR[-lL]`` / ``tree-rR[-kK][-dD][-nN]`` -> the speculative ``DecoderConfig`` it names."""
+    kind, *parts = name.split("-")
+    keys = _SHAPE_KEYS[kind]
+    expected = f"expected {kind}-rR" + "".join(f"[-{k}N]" for k in keys) + " with integers"
+    if not parts or not parts[0].startswith("r") or not parts[0][1:].isdigit():
+        raise ValueError(f"method {name!r}: {expected}")
+    fields = {"threshold_bins": int(parts[0][1:])}
+    for part in parts[1:]:
+        key, val = part[:1], part[1:]
+        if key not in keys or not val.isdigit() or keys[key] in fields:
+            raise ValueError(f"method {name!r}: {part!r}: {expected}")
+        fields[keys[key]] = int(val)
+    return DecoderConfig(method="speculative", draft=kind, **fields)
+
+
 def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyConfig:
     if name == "ar":
         return dataclasses.replace(base, decoder=DecoderConfig(method="ar"), kinematic=None)
     if name == "specvla":
         name = f"tree-r{files.r_bins}"
     if name.startswith(("chain-r", "tree-r")):
-        kind, r = name.split("-r", 1)
-        if not r.isdigit():
-            raise ValueError(f"method {name!r}: expected chain-rR or tree-rR with R an integer")
-        return dataclasses.replace(base, decoder=DecoderConfig(method="speculative", draft=kind, threshold_bins=int(r)),
-                                   kinematic=None)
+        return dataclasses.replace(base, decoder=spec_decoder(name), kinematic=None)
     if name not in KINEMATIC_METHODS:
         raise ValueError(f"method {name!r}: expected ar, specvla, chain-rR, tree-rR or one of {', '.join(KINEMATIC_METHODS)}")
     kerv = name in ("kerv", "full")
