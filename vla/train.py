@@ -81,28 +81,41 @@ def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float)
     return w
 
 
-def gaussian_bin_targets(tokens: torch.Tensor, vocab_size: int, n_bins: int, sigma_bins: float) -> torch.Tensor:
-    """Soft targets ``[..., vocab_size]`` for action tokens ``[...]``: a Gaussian over the action-bin ids
-    centred on each target (standard deviation ``sigma_bins``, truncated to the bin range and renormalised),
-    zero on text ids; ``sigma_bins <= 0`` gives one-hot targets.
+def gaussian_bin_targets(tokens: torch.Tensor, vocab_size: int, n_bins: int, sigma_bins) -> torch.Tensor:
+    """Soft targets ``[..., A, vocab_size]`` for action tokens ``[..., A]``: a Gaussian over the action-bin
+    ids centred on each target (standard deviation ``sigma_bins``, a number or one per action dimension
+    ``[A]``; truncated to the bin range and renormalised), zero on text ids. A dimension whose sigma is
+    ``<= 0`` gets a one-hot target.
 
     With 256 bins over a 4 cm range a bin is 0.14 mm, so one-hot cross-entropy scores a prediction one bin
     off exactly as badly as one 100 bins off; the Gaussian tells the model which errors are small (the
     "histogram loss" of Imani & White, 2018). Decoding is unchanged: still the argmax token."""
     ids = torch.arange(vocab_size, dtype=torch.float32)
-    if sigma_bins <= 0:
-        return F.one_hot(tokens, vocab_size).to(torch.float32)
+    sigma = torch.as_tensor(sigma_bins, dtype=torch.float32).expand(tokens.shape)
     d = ids - tokens[..., None].to(torch.float32)
-    w = torch.exp(-0.5 * (d / sigma_bins) ** 2) * (ids >= vocab_size - n_bins)
+    w = torch.where(sigma[..., None] > 0, torch.exp(-0.5 * (d / sigma.clamp_min(1e-6)[..., None]) ** 2),
+                    (d == 0).to(torch.float32))
+    w = w * (ids >= vocab_size - n_bins)
     return w / w.sum(-1, keepdim=True)
 
 
-def action_loss(logits: torch.Tensor, tokens: torch.Tensor, n_bins: int, sigma_bins: float,
+def label_sigmas(stats, sigma_bins: float) -> torch.Tensor:
+    """Per-dimension Gaussian width: ``sigma_bins`` for the continuous dimensions (normalised by the codec
+    and not constant in the data), 0 (one-hot) for categorical ones (the gripper) and constant ones
+    (an arm that never rolls): their tokens are exact classes, and speculative decoding checks the
+    gripper token exactly."""
+    d = stats.to_json()
+    cont = [bool(m) and hi > lo for m, lo, hi in zip(d["mask"], d["q01"], d["q99"])]
+    return torch.tensor([sigma_bins if c else 0.0 for c in cont])
+
+
+def action_loss(logits: torch.Tensor, tokens: torch.Tensor, n_bins: int, sigma_bins,
                 label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy of ``logits [B, A, V]`` against ``tokens [B, A]`` (Gaussian bin targets when
-    ``sigma_bins > 0``, else plain cross-entropy with optional label smoothing)."""
+    """Mean cross-entropy of ``logits [B, A, V]`` against ``tokens [B, A]``: against Gaussian bin targets
+    when any ``sigma_bins`` (a number or ``[A]``) is positive, else plain cross-entropy with optional
+    label smoothing."""
     V = logits.shape[-1]
-    if sigma_bins <= 0:
+    if not bool((torch.as_tensor(sigma_bins) > 0).any()):
         return F.cross_entropy(logits.reshape(-1, V), tokens.reshape(-1), label_smoothing=label_smoothing)
     target = gaussian_bin_targets(tokens, V, n_bins, sigma_bins)
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
@@ -164,6 +177,7 @@ def train_verifier(args) -> int:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
     gen = torch.Generator().manual_seed(args.seed + step)
     weights = sample_weights(train.episode, args.early_steps, args.early_weight)
+    sigmas = label_sigmas(stats, args.label_sigma_bins)
     model.train()
     t0 = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="verifier", dynamic_ncols=True)
@@ -173,7 +187,7 @@ def train_verifier(args) -> int:
                else torch.randint(0, len(train), (args.batch,), generator=gen))  # the v1 artifact's stream
         imgs = augment_shift(train.images[idx], args.shift_px, gen)
         logits, _ = model.teacher_forced(imgs, train.prompt[idx], train.actions[idx])
-        loss = action_loss(logits, train.actions[idx], cfg.n_bins, args.label_sigma_bins, args.label_smoothing)
+        loss = action_loss(logits, train.actions[idx], cfg.n_bins, sigmas, args.label_smoothing)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         opt.zero_grad(set_to_none=True)
@@ -284,8 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--early-weight", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--label-sigma-bins", type=float, default=0.0,
-                   help="verifier: Gaussian targets over neighbouring action bins with this standard deviation "
-                        "(0 = one-hot cross-entropy)")
+                   help="verifier: Gaussian targets over neighbouring action bins with this standard deviation for "
+                        "the continuous dimensions (0 = one-hot cross-entropy; the gripper is always one-hot)")
     p.add_argument("--noise-scale", type=float, default=0.1, help="x Spec-VLA's feature noise (drafter)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")

@@ -259,3 +259,18 @@ def test_gaussian_bin_targets_and_loss():
         far[0, i, k + 50 * step] = 20.0
     assert action_loss(near, tok, n_bins, 3.0) < action_loss(far, tok, n_bins, 3.0)
     assert torch.isclose(action_loss(near, tok, n_bins, 0.0), action_loss(far, tok, n_bins, 0.0))
+
+
+def test_label_sigmas_keep_gripper_and_constant_dims_one_hot():
+    from vla.train import gaussian_bin_targets, label_sigmas
+
+    stats = ActionStats(q01=(-0.02, -0.02, -0.02, 0.0, 0.0, -0.1, 0.0),
+                        q99=(0.02, 0.02, 0.02, 0.0, 0.0, 0.1, 1.0),
+                        mask=(True, True, True, True, True, True, False))
+    sig = label_sigmas(stats, 4.0)
+    assert sig.tolist() == [4.0, 4.0, 4.0, 0.0, 0.0, 4.0, 0.0]
+    tok = torch.full((2, 7), CFG.vocab_size - 100)
+    t = gaussian_bin_targets(tok, CFG.vocab_size, CFG.n_bins, sig)
+    assert torch.equal(t[:, 6], F.one_hot(tok[:, 6], CFG.vocab_size).float())  # gripper: exact class
+    assert torch.equal(t[:, 3], F.one_hot(tok[:, 3], CFG.vocab_size).float())  # constant dimension
+    assert t[:, 0].max() < 0.2 and torch.allclose(t.sum(-1), torch.ones(2, 7))
