@@ -25,7 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
-EXPERT_NAME = "feedback-waypoints-v2"  # sim.expert; v1 was the time-indexed minimum-jerk expert
+EXPERT_NAME = "feedback-waypoints-v3"  # sim.expert; v3 turns over the block (v2 turned on the way, v1 was
+# the time-indexed minimum-jerk expert)
 
 
 class ExecNoise:
