@@ -58,12 +58,12 @@ class ExecNoise:
 
 
 def _one(args):
-    index, suite, task, seed, image_size, out, noise = args
+    index, suite, task, seed, image_size, out, noise, jitter = args
     from sim.env import ArmEnv
     from sim.expert import ScriptedExpert
     from sim.rollout import run_episode
 
-    env = ArmEnv(suite, task, seed, image_size=image_size)
+    env = ArmEnv(suite, task, seed, image_size=image_size, start_jitter_m=jitter)
     try:
         exec_noise = ExecNoise(seed, *noise) if any(noise) else None
         res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
@@ -78,7 +78,7 @@ def _one(args):
     return {"index": index, **{k: res[k] for k in ("suite", "task", "instruction", "seed", "length", "success")}}
 
 
-def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0)) -> dict:
+def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_jitter_m: float = 0.0) -> dict:
     import mujoco
 
     from sim.env import CONTROL_HZ
@@ -99,6 +99,7 @@ def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0)) -> dict:
         "mujoco_version": mujoco.__version__,
         "expert": EXPERT_NAME,
         "exec_noise": {"xyz_m": noise[0], "yaw_rad": noise[1]},
+        "start_jitter_m": start_jitter_m,
     }
 
 
@@ -114,7 +115,13 @@ def main(argv=None) -> int:
     p.add_argument("--noise-m", type=float, default=0.0,
                    help="execution noise sigma on dx, dy, dz in m per step (DART; labels stay clean)")
     p.add_argument("--noise-rad", type=float, default=0.0, help="execution noise sigma on dyaw in rad per step")
+    p.add_argument("--start-jitter-m", type=float, default=0.0,
+                   help="start each episode with the tool up to this far from home in x/y (half in z), seeded")
     args = p.parse_args(argv)
+    from sim.env import MAX_START_JITTER_M
+
+    if not 0.0 <= args.start_jitter_m <= MAX_START_JITTER_M:
+        p.error(f"--start-jitter-m: expected 0..{MAX_START_JITTER_M} m, got {args.start_jitter_m}")
     if args.noise_m < 0 or args.noise_rad < 0:
         p.error(f"--noise-m/--noise-rad: expected >= 0, got {args.noise_m}, {args.noise_rad}")
     from sim.rollout import episode_plan
@@ -128,9 +135,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
-    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad)), indent=1))
+    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m), indent=1))
     noise = (args.noise_m, args.noise_rad)
-    jobs = [(i, s, t, seed, args.image_size, str(out), noise) for i, (s, t, seed) in enumerate(plan)]
+    jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m)
+            for i, (s, t, seed) in enumerate(plan)]
     records = []
     bar = tqdm(total=len(jobs), desc="collect", dynamic_ncols=True)
     if args.workers > 1:

@@ -1,7 +1,13 @@
 """``ArmEnv``: one task episode in the MuJoCo scene, driven by OpenVLA-form actions.
 
 Contract:
-- ``ArmEnv(suite, task, seed, image_size=64)``; ``reset() -> obs``; ``step(action) -> (obs, info)``.
+- ``ArmEnv(suite, task, seed, image_size=64, start_jitter_m=0.0)``; ``reset() -> obs``;
+  ``step(action) -> (obs, info)``.
+- Each episode starts at ``HOME_Q``, or, with ``start_jitter_m > 0``, with the tool moved from home by
+  a seeded uniform offset of up to that many metres in x and y and half of it in z (same orientation).
+  The layout of a seed does not depend on the jitter. A policy cloned from home-start demonstrations
+  can read its direction of travel off its own displacement from home instead of off the target;
+  varied starts remove that shortcut.
 - ``action = [dx, dy, dz, droll, dpitch, dyaw, gripper]``: end-effector deltas per control step in
   the arm's base frame (metres; radians, extrinsic X-Y-Z applied as ``R <- R(drpy) @ R``) and the
   gripper command (>= 0.5 open, < 0.5 close: OpenVLA's LIBERO dataset convention, 1 open 0 close).
@@ -40,6 +46,7 @@ WORKSPACE_M = np.array([[0.2, -0.4, 0.045], [0.8, 0.4, 0.45]])
 MAX_DELTA_M = 0.05  # per control step, per axis
 MAX_DELTA_RAD = 0.3
 FINGER_OPEN_M = 0.04
+MAX_START_JITTER_M = 0.15
 
 
 def _add_wrist_camera(xml: str):
@@ -61,9 +68,13 @@ def _add_wrist_camera(xml: str):
 
 
 class ArmEnv:
-    def __init__(self, suite: str, task: str | int, seed: int, image_size: int = 64, render: bool = True):
+    def __init__(self, suite: str, task: str | int, seed: int, image_size: int = 64, render: bool = True,
+                 start_jitter_m: float = 0.0):
         self.task: Task = get_task(suite, task)
         self.seed = int(seed)
+        if not 0.0 <= start_jitter_m <= MAX_START_JITTER_M:
+            raise ValueError(f"start_jitter_m: expected 0..{MAX_START_JITTER_M} m, got {start_jitter_m}")
+        self.start_jitter_m = float(start_jitter_m)
         self.image_size = int(image_size)
         from sim.scene import scene_xml
 
@@ -95,6 +106,10 @@ class ArmEnv:
         self.data.mocap_pos[0] = (lay["plate"][0], lay["plate"][1], 0.004)
         self.layout = lay
         self.q_cmd = HOME_Q.copy()
+        if self.start_jitter_m > 0:  # drawn after the layout, so a seed's layout is the same with or without
+            p0, r0 = self.chain.fk(HOME_Q)
+            off = rng.uniform(-1.0, 1.0, 3) * self.start_jitter_m * np.array([1.0, 1.0, 0.5])
+            self.q_cmd, _ = self.chain.ik(np.clip(p0 + off, *WORKSPACE_M), r0, HOME_Q, max_iters=100)
         self.data.qpos[:7] = self.q_cmd
         self.data.qpos[7:9] = FINGER_OPEN_M
         self.target_pos, self.target_rot = self.chain.fk(self.q_cmd)

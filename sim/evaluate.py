@@ -36,13 +36,13 @@ def make_policy(spec: str, env, kwargs: dict):
 
 
 def run_one(job: tuple) -> dict:
-    """One episode ``(policy_spec, kwargs, suite, task, seed, image_size)``; the policy (not the
+    """One episode ``(policy_spec, kwargs, suite, task, seed, image_size, start_jitter_m)``; the policy (not the
     expert, which is bound to its environment) is built once per process and reused."""
     from sim.env import ArmEnv
     from sim.rollout import run_episode
 
-    spec, kwargs, suite, task, seed, image_size = job
-    env = ArmEnv(suite, task, seed, image_size=image_size, render=spec != "expert")
+    spec, kwargs, suite, task, seed, image_size, jitter = job
+    env = ArmEnv(suite, task, seed, image_size=image_size, render=spec != "expert", start_jitter_m=jitter)
     try:
         if spec == "expert":
             policy = make_policy(spec, env, kwargs)
@@ -78,9 +78,15 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=10, help="episodes per suite")
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--start-jitter-m", type=float, default=0.0,
+                   help="start each episode with the tool up to this far from home in x/y (half in z); 0: at home")
     p.add_argument("--json", help="write per-episode results here")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (one policy each)")
     args = p.parse_args(argv)
+    from sim.env import MAX_START_JITTER_M
+
+    if not 0.0 <= args.start_jitter_m <= MAX_START_JITTER_M:
+        p.error(f"--start-jitter-m: expected 0..{MAX_START_JITTER_M} m, got {args.start_jitter_m}")
     if args.workers < 1:
         p.error(f"--workers: expected >= 1, got {args.workers}")
     from sim.rollout import episode_plan
@@ -94,7 +100,7 @@ def main(argv=None) -> int:
         return 2
     results = []
     t0 = time.monotonic()
-    jobs = [(args.policy, kwargs, suite, task, seed, args.image_size) for suite, task, seed in plan]
+    jobs = [(args.policy, kwargs, suite, task, seed, args.image_size, args.start_jitter_m) for suite, task, seed in plan]
     bar = tqdm(total=len(jobs), desc=f"evaluate {args.policy}", dynamic_ncols=True)
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor

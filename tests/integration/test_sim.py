@@ -117,6 +117,31 @@ def test_execution_noise_keeps_labels_clean_and_expert_succeeds():
     assert np.array_equal(n1(a), n2(a)) and n1(a)[6] == 1.0
 
 
+def test_start_jitter_moves_only_the_start_and_the_expert_still_succeeds():
+    """Varied starts: the tool starts off home within the box, the seed's layout is unchanged, the
+    start is reproducible by seed, and the expert still completes the task from there."""
+    from sim.env import MAX_START_JITTER_M
+
+    home = ArmEnv("spatial", "left", 11, render=False)
+    obs_home = home.reset()
+    starts = []
+    for seed in (11, 11, 12):
+        env = ArmEnv("spatial", "left", seed, render=False, start_jitter_m=0.08)
+        obs = env.reset()
+        if seed == 11:
+            assert env.layout == home.layout
+        starts.append(obs["ee_pos"])
+        off = obs["ee_pos"] - obs_home["ee_pos"]
+        assert np.all(np.abs(off) <= [0.08 + 2e-3, 0.08 + 2e-3, 0.04 + 2e-3]), off
+        assert np.allclose(obs["ee_rot"], obs_home["ee_rot"], atol=2e-2)
+    assert np.allclose(starts[0], starts[1]) and np.linalg.norm(starts[0] - obs_home["ee_pos"]) > 5e-3
+    assert np.linalg.norm(starts[2] - starts[0]) > 5e-3
+    env = ArmEnv("long", "red_then_green", 12, render=False, start_jitter_m=MAX_START_JITTER_M)
+    assert run_episode(env, ScriptedExpert(env))["success"]
+    with pytest.raises(ValueError, match="start_jitter_m: expected 0..0.15 m, got 0.5"):
+        ArmEnv("spatial", "left", 11, render=False, start_jitter_m=0.5)
+
+
 def test_evaluate_workers_give_the_same_results(tmp_path):
     from sim.evaluate import main
 
