@@ -311,6 +311,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-json", default="", help="VLAConfig overrides as JSON (verifier)")
     args = p.parse_args(argv)
+    if args.label_sigma_bins < 0:
+        p.error(f"--label-sigma-bins: expected >= 0, got {args.label_sigma_bins}")
+    if args.label_sigma_bins > 0 and args.label_smoothing > 0:  # action_loss would drop the smoothing
+        p.error("--label-smoothing and --label-sigma-bins: expected one of them, got both "
+                f"({args.label_smoothing}, {args.label_sigma_bins})")
     if args.steps is None:
         args.steps = 12000 if args.which == "verifier" else 4000
     if args.lr is None:

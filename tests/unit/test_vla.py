@@ -274,3 +274,14 @@ def test_label_sigmas_keep_gripper_and_constant_dims_one_hot():
     assert torch.equal(t[:, 6], F.one_hot(tok[:, 6], CFG.vocab_size).float())  # gripper: exact class
     assert torch.equal(t[:, 3], F.one_hot(tok[:, 3], CFG.vocab_size).float())  # constant dimension
     assert t[:, 0].max() < 0.2 and torch.allclose(t.sum(-1), torch.ones(2, 7))
+
+
+def test_train_refuses_label_smoothing_with_gaussian_targets(capsys):
+    """Gaussian bin targets replace label smoothing; asking for both would silently drop one."""
+    from vla.train import main
+
+    for extra, msg in ((["--label-smoothing", "0.1", "--label-sigma-bins", "4"], "expected one of them, got both"),
+                       (["--label-sigma-bins", "-1"], "--label-sigma-bins: expected >= 0, got -1.0")):
+        with pytest.raises(SystemExit):
+            main(["verifier", "--data", "nowhere", "--out", "nowhere", *extra])
+        assert msg in capsys.readouterr().err
