@@ -25,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
-EXPERT_NAME = "feedback-waypoints-v3"  # sim.expert; v3 turns over the block (v2 turned on the way, v1 was
-# the time-indexed minimum-jerk expert)
+EXPERT_NAME = "feedback-waypoints-v4"  # sim.expert; v4 turns on the way down and switches the gripper
+# in a zone; v3 turned at hover height, v2 turned during travel, v1 was the time-indexed minimum-jerk expert
 
 
 class ExecNoise:

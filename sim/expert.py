@@ -2,14 +2,24 @@
 
 ``ScriptedExpert(env)`` is a policy (``reset()``, ``infer(obs) -> action``) with privileged access
 to the simulator's state (block and plate positions). For each stage of the task (place, stack,
-lift) it plans, from the state at the start of the stage, waypoints: above the block, a turn there
-until the yaw is aligned to its faces, down, close, up, above the target, down, open, up.
+lift) it plans, from the state at the start of the stage, waypoints: above the block, down while
+turning to the block's faces, close, up, above the target, down, open, up.
 
-The turn happens over the block, not on the way: from the start pose a block is a few pixels wide
-in both 64 px cameras and its orientation cannot be seen, so yaw labels given there cannot be
-learned from the images (measured: policies trained on the v2 expert, which turned during the
-first travel steps, output about zero yaw and arrived misaligned). Over the block the wrist camera
-sees its faces, and the yaw step is a visual servo.
+The turn happens on the way down over the block, not during travel: from the start pose a block
+is a few pixels wide in both 64 px cameras and its orientation cannot be seen, so yaw labels given
+there cannot be learned from the images (measured: policies trained on the v2 expert, which turned
+during the first travel steps, output about zero yaw and arrived misaligned). Over the block the
+wrist camera sees its faces, and the yaw step is a visual servo. The descent stops
+``PRE_GRASP_ABOVE_M`` above the grasp height while the yaw is more than ``TURN_BEFORE_LOW_RAD``
+off, so open fingers never sweep into the block. (v3 turned at hover height with the arm still;
+its clones skipped that standstill and went down unturned.)
+
+The gripper closes (opens) in a zone, not at one instant: once the tool point is within
+``CLOSE_ZONE_M`` (``OPEN_ZONE_M``) of the grasp (release) height and ``ZONE_XY_M`` of it in x and
+y, with the yaw within ``ZONE_YAW_RAD``, the label is "close" ("open") while the last millimetres
+of the descent finish. With a switch at the instant the descent converges (v3), a single image per
+grasp, indistinguishable from the descent step before it, carried the "close" label; clones never
+closed (measured: a v3 clone sat at the grasp pose, aligned, with the gripper open, for 30 steps).
 
 Every action is a function of what the arm can see, never of the time spent in a segment: the
 step towards the current waypoint is ``min(v_max, gain * distance)`` (at least ``MIN_STEP_M``,
@@ -40,6 +50,12 @@ MIN_YAW_RAD = 0.02
 MAX_STEPS_PER_WAYPOINT = 40  # a waypoint the workspace clip makes unreachable is given up
 GRIP_SETTLED_M = 0.0005  # finger opening change per step below which the fingers have stopped
 GRIP_MAX_STEPS = 8
+PRE_GRASP_ABOVE_M = 0.035  # the fingertips clear the block's top here
+TURN_BEFORE_LOW_RAD = 0.15
+CLOSE_ZONE_M = 0.015
+OPEN_ZONE_M = 0.008
+ZONE_XY_M = 0.006
+ZONE_YAW_RAD = 0.1
 
 
 def feedback_step(err: np.ndarray | float, v_max: float, v_min: float, gain: float = GAIN):
@@ -67,12 +83,13 @@ class ScriptedExpert:
         self.stage = 0
 
     # planning -------------------------------------------------------------------------------
-    def _move(self, target_xyz, target_yaw, grip: float) -> None:
-        self.queue.append(("move", np.asarray(target_xyz, float), float(target_yaw), grip))
+    def _move(self, target_xyz, target_yaw, grip: float, zone: tuple | None = None) -> None:
+        """``zone``: ``(zone_m, grip)``, the gripper label within ``zone_m`` of the target (module doc)."""
+        self.queue.append(("move", np.asarray(target_xyz, float), float(target_yaw), grip, zone))
         self.plan_yaw = float(target_yaw)
 
     def _grip(self, grip: float) -> None:
-        self.queue.append(("grip", None, self.plan_yaw, grip))
+        self.queue.append(("grip", None, self.plan_yaw, grip, None))
 
     def _aligned_yaw(self, block: str) -> float:
         a = self.env._block_qadr[block]
@@ -86,8 +103,8 @@ class ScriptedExpert:
         b = st["blocks"][block]
         yaw = self._aligned_yaw(block)
         self._move([b[0], b[1], HOVER_Z_M], self.plan_yaw, 1.0)  # travel without turning
-        self._move([b[0], b[1], HOVER_Z_M], yaw, 1.0)  # turn where the wrist camera sees the block
-        self._move([b[0], b[1], GRASP_Z_M + b[2] - BLOCK_HALF_M], yaw, 1.0)
+        # down while turning, where the wrist camera sees the block; close in the zone
+        self._move([b[0], b[1], GRASP_Z_M + b[2] - BLOCK_HALF_M], yaw, 1.0, (CLOSE_ZONE_M, 0.0))
         self._grip(0.0)
         if verb == "lift":
             self._move([b[0], b[1], 0.22], yaw, 0.0)
@@ -105,7 +122,7 @@ class ScriptedExpert:
             xy = plate[:2] + off * across
             goal = np.array([xy[0], xy[1], 0.008 + GRASP_Z_M + 0.006])
         self._move([goal[0], goal[1], HOVER_Z_M + 0.01], yaw, 0.0)
-        self._move(goal, yaw, 0.0)
+        self._move(goal, yaw, 0.0, (OPEN_ZONE_M, 1.0))
         self._grip(1.0)
         self._move([goal[0], goal[1], HOVER_Z_M + 0.02], yaw, 1.0)
         self.placed.append(verb == "place")
@@ -120,7 +137,7 @@ class ScriptedExpert:
 
     def _action(self):
         """The action for the head of the queue, or None when that waypoint is done."""
-        kind, xyz, yaw, grip = self.queue[0]
+        kind, xyz, yaw, grip, zone = self.queue[0]
         self.wp_steps += 1
         if kind == "grip":
             opening = self._opening()
@@ -133,6 +150,11 @@ class ScriptedExpert:
         dyaw = (yaw - self._commanded_yaw() + math.pi) % (2 * math.pi) - math.pi
         if (np.linalg.norm(dp) < 1e-4 and abs(dyaw) < 1e-3) or self.wp_steps > MAX_STEPS_PER_WAYPOINT:
             return None
+        if zone is not None:
+            if abs(dyaw) > TURN_BEFORE_LOW_RAD:  # hold above the block until turned
+                dp[2] = max(dp[2], xyz[2] + PRE_GRASP_ABOVE_M - self.env.target_pos[2])
+            if abs(dp[2]) < zone[0] and np.linalg.norm(dp[:2]) < ZONE_XY_M and abs(dyaw) < ZONE_YAW_RAD:
+                grip = zone[1]
         step = feedback_step(dp, V_MAX_M, MIN_STEP_M)
         ystep = feedback_step(dyaw, YAW_MAX_RAD, MIN_YAW_RAD)
         return np.concatenate([step, [0.0, 0.0, ystep, grip]])

@@ -179,23 +179,31 @@ def test_merge_renumbers_and_refuses_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize("suite", ["object", "long"])
-def test_expert_turns_only_over_the_block(suite):
-    """Yaw labels are given only where the wrist camera sees the block: at hover height, arm still."""
-    from sim.expert import HOVER_Z_M
+def test_expert_turns_over_the_block_and_closes_in_a_zone(suite):
+    """Yaw labels are given only where the wrist camera sees the block: over it, at or below hover
+    height. The first "close" label comes before the descent ends, within the close zone, so more
+    than one image per grasp carries it."""
+    from sim.expert import CLOSE_ZONE_M, GRASP_Z_M, HOVER_Z_M
+    from sim.scene import BLOCK_HALF_M
 
     env = ArmEnv(suite, 0, 7, render=False)
     obs = env.reset()
     ex = ScriptedExpert(env)
     ex.reset()
-    turns = 0
+    turns, first_close, prev_grip = 0, [], 1.0
     for _ in range(env.task.max_steps):
         a = ex.infer(obs)
+        block = env.state()["blocks"][env.task.stages[ex.stage - 1][1]]
         if abs(a[5]) > 1e-3:  # the expert settles yaw to 1e-3 rad; smaller residuals may ride along
             turns += 1
-            assert np.abs(a[:3]).max() < 1e-9, a
-            assert abs(env.target_pos[2] - HOVER_Z_M) < 2e-3, env.target_pos
+            assert np.linalg.norm(env.target_pos[:2] - block[:2]) < 0.01, (env.target_pos, block)
+            assert env.target_pos[2] < HOVER_Z_M + 2e-3, env.target_pos
+        if a[6] < 0.5 <= prev_grip:
+            first_close.append(env.target_pos[2] - (GRASP_Z_M + block[2] - BLOCK_HALF_M))
+        prev_grip = a[6]
         obs, info = env.step(a)
         if info.get("success"):
             break
     assert info.get("success") and turns > 0
+    assert first_close and all(1e-3 < dz < CLOSE_ZONE_M for dz in first_close), first_close
     env.close()
