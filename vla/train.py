@@ -70,14 +70,41 @@ def steps_in_episode(episode: torch.Tensor) -> torch.Tensor:
     return torch.arange(n) - first
 
 
-def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float) -> torch.Tensor:
+def near_switch(episode: torch.Tensor, gripper: torch.Tensor, steps: int) -> torch.Tensor:
+    """Rows within ``steps`` rows (before or after) of a row whose ``gripper`` token differs from the
+    previous row's in the same episode; a boolean mask."""
+    n = episode.shape[0]
+    same = torch.zeros(n, dtype=torch.bool)
+    same[1:] = episode[1:] == episode[:-1]
+    switch = torch.zeros(n, dtype=torch.bool)
+    switch[1:] = same[1:] & (gripper[1:] != gripper[:-1])
+    mask = switch.clone()
+    at = torch.nonzero(switch).flatten()
+    for off in range(-steps, steps + 1):
+        j = at + off
+        ok = (j >= 0) & (j < n)
+        j, src = j[ok], at[ok]
+        mask[j[episode[j] == episode[src]]] = True
+    return mask if steps > 0 else torch.zeros(n, dtype=torch.bool)
+
+
+def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float,
+                   gripper: torch.Tensor | None = None, switch_steps: int = 0,
+                   switch_weight: float = 1.0) -> torch.Tensor:
     """Sampling weight per row: ``early_weight`` for the first ``early_steps`` steps of each
-    episode, 1 elsewhere. The first frames (arm at home) are the only ones where the target's
-    position in the image is the sole cue for the direction of motion; they are about 2% of the
-    rows, and a policy that gets them wrong starts every episode heading the wrong way."""
+    episode, ``switch_weight`` within ``switch_steps`` rows of a gripper switch (``near_switch``),
+    the larger where both apply, 1 elsewhere.
+
+    The first frames (arm at home) are the only ones where the target's position in the image is
+    the sole cue for the direction of motion; they are about 2% of the rows, and a policy that gets
+    them wrong starts every episode heading the wrong way. The frames around a gripper switch are
+    about as rare (a few per grasp or release) and a policy that misses them never closes."""
     w = torch.ones(episode.shape[0])
     if early_steps > 0:
         w[steps_in_episode(episode) < early_steps] = float(early_weight)
+    if gripper is not None and switch_steps > 0:
+        m = near_switch(episode, gripper, switch_steps)
+        w[m] = torch.maximum(w[m], torch.tensor(float(switch_weight)))
     return w
 
 
@@ -176,14 +203,19 @@ def train_verifier(args) -> int:
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
     gen = torch.Generator().manual_seed(args.seed + step)
-    weights = sample_weights(train.episode, args.early_steps, args.early_weight)
+    weights = sample_weights(train.episode, args.early_steps, args.early_weight,
+                             train.actions[:, -1], args.switch_steps, args.switch_weight)
+    if args.switch_steps > 0:
+        log.info("rows near a gripper switch: %d of %d",
+                 int(near_switch(train.episode, train.actions[:, -1], args.switch_steps).sum()), len(train))
     sigmas = label_sigmas(stats, args.label_sigma_bins)
     model.train()
     t0 = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="verifier", dynamic_ncols=True)
     last_loss = None  # stays None when a resumed run is already at --steps (it only evaluates and saves)
     while step < args.steps:
-        idx = (torch.multinomial(weights, args.batch, replacement=True, generator=gen) if args.early_steps > 0
+        idx = (torch.multinomial(weights, args.batch, replacement=True, generator=gen)
+               if args.early_steps > 0 or args.switch_steps > 0
                else torch.randint(0, len(train), (args.batch,), generator=gen))  # the v1 artifact's stream
         imgs = augment_shift(train.images[idx], args.shift_px, gen)
         logits, _ = model.teacher_forced(imgs, train.prompt[idx], train.actions[idx])
@@ -296,6 +328,9 @@ def main(argv=None) -> int:
     p.add_argument("--early-steps", type=int, default=0,
                    help="verifier: the first K steps of each episode are sampled --early-weight times as often")
     p.add_argument("--early-weight", type=float, default=1.0)
+    p.add_argument("--switch-steps", type=int, default=0,
+                   help="verifier: rows within K steps of a gripper switch are sampled --switch-weight times as often")
+    p.add_argument("--switch-weight", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--label-sigma-bins", type=float, default=0.0,
                    help="verifier: Gaussian targets over neighbouring action bins with this standard deviation for "
@@ -316,6 +351,12 @@ def main(argv=None) -> int:
     if args.label_sigma_bins > 0 and args.label_smoothing > 0:  # action_loss would drop the smoothing
         p.error("--label-smoothing and --label-sigma-bins: expected one of them, got both "
                 f"({args.label_smoothing}, {args.label_sigma_bins})")
+    for name in ("early_steps", "switch_steps"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(args, name)}")
+    for name in ("early_weight", "switch_weight"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')}: expected > 0, got {getattr(args, name)}")
     if args.steps is None:
         args.steps = 12000 if args.which == "verifier" else 4000
     if args.lr is None:

@@ -189,6 +189,20 @@ def test_early_step_weights():
     assert sample_weights(ep, 0, 6.0).tolist() == [1] * 7
 
 
+def test_gripper_switch_weights_stay_inside_the_episode():
+    """Rows around a change of the gripper token are up-weighted; a change across an episode
+    boundary is not a switch, and the window does not leak into the neighbouring episode."""
+    from vla.train import near_switch, sample_weights
+
+    ep = torch.tensor([1, 1, 1, 1, 1, 1, 2, 2, 2, 2])
+    grip = torch.tensor([9, 9, 9, 5, 5, 5, 9, 9, 9, 9])  # switch at row 3; 5 -> 9 at row 6 is a new episode
+    assert near_switch(ep, grip, 1).tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert near_switch(ep, grip, 4).tolist() == [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    assert near_switch(ep, grip, 0).tolist() == [0] * 10
+    w = sample_weights(ep, 1, 2.0, grip, 1, 5.0)
+    assert w.tolist() == [2, 1, 5, 5, 5, 1, 2, 1, 1, 1]
+
+
 def test_coord_channels_widen_from_a_plain_verifier():
     """A coordinate-channel encoder loaded from plain weights (zeros on the new inputs) computes the same
     actions, so a trained verifier can be continued with coordinates."""
@@ -281,7 +295,9 @@ def test_train_refuses_label_smoothing_with_gaussian_targets(capsys):
     from vla.train import main
 
     for extra, msg in ((["--label-smoothing", "0.1", "--label-sigma-bins", "4"], "expected one of them, got both"),
-                       (["--label-sigma-bins", "-1"], "--label-sigma-bins: expected >= 0, got -1.0")):
+                       (["--label-sigma-bins", "-1"], "--label-sigma-bins: expected >= 0, got -1.0"),
+                       (["--switch-steps", "-2"], "--switch-steps: expected >= 0, got -2"),
+                       (["--switch-weight", "0"], "--switch-weight: expected > 0, got 0.0")):
         with pytest.raises(SystemExit):
             main(["verifier", "--data", "nowhere", "--out", "nowhere", *extra])
         assert msg in capsys.readouterr().err
