@@ -31,24 +31,35 @@ EXPERT_NAME = "feedback-waypoints-v4"  # sim.expert; v4 turns on the way down an
 
 class ExecNoise:
     """DART-style execution noise: Gaussian on dx, dy, dz (``xyz_m``) and dyaw (``yaw_rad``),
-    clipped at 2 sigma, only on travel steps (at least ``min_step_m`` long: a grasp, a release and
-    the final approach to a waypoint are not disturbed, so the expert still converges), from a
-    generator seeded by the episode seed, so a dataset stays deterministic. The first
+    clipped at 2 sigma, on travel steps (at least ``min_step_m`` long), from a generator seeded by
+    the episode seed, so a dataset stays deterministic. Shorter moves (the final approach to a
+    waypoint: the last centimetre above a grasp or a release) get ``fine_scale`` times the xyz
+    noise on every other one of them, so the demonstrations show the corrections a policy needs
+    a few millimetres off the grasp pose and the expert still converges on the undisturbed steps;
+    steps without motion (a grasp, a release) are never disturbed. The first
     ``first_steps`` travel steps get ``first_scale`` times the noise: there the arm's offset from
     its home pose is otherwise a perfect cue for the next step, and a policy that copies its own
     past motion instead of looking at the blocks goes the wrong way from the first frame."""
 
     min_step_m = 0.01
     first_steps, first_scale = 3, 2.5
+    fine_scale = 0.25
 
     def __init__(self, seed: int, xyz_m: float, yaw_rad: float):
         self.rng = np.random.default_rng(1_000_003 + int(seed))
         self.xyz_m, self.yaw_rad = float(xyz_m), float(yaw_rad)
-        self.travel_steps = 0
+        self.travel_steps = self.fine_steps = 0
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
         a = np.array(action, np.float64)
-        if np.linalg.norm(a[:3]) < self.min_step_m:
+        move = float(np.linalg.norm(a[:3]))
+        if move < self.min_step_m:
+            if move < 1e-6 or self.fine_scale <= 0:
+                return a
+            self.fine_steps += 1
+            if self.fine_steps % 2:
+                s = self.fine_scale * self.xyz_m
+                a[:3] += np.clip(self.rng.normal(0.0, s, 3), -2 * s, 2 * s)
             return a
         self.travel_steps += 1
         k = self.first_scale if self.travel_steps <= self.first_steps else 1.0

@@ -106,10 +106,14 @@ def test_execution_noise_keeps_labels_clean_and_expert_succeeds():
     assert clean["success"] and noisy["success"]
     labels = noisy["arrays"]["action"]
     executed = np.asarray(executed)
-    travel = np.linalg.norm(labels[:, :3], axis=1) >= ExecNoise.min_step_m
-    assert travel.sum() > 5
+    move = np.linalg.norm(labels[:, :3], axis=1)
+    travel, fine, still = move >= ExecNoise.min_step_m, (move > 1e-6) & (move < ExecNoise.min_step_m), move <= 1e-6
+    assert travel.sum() > 5 and fine.sum() > 5 and still.sum() >= 1
     assert not np.allclose(executed[travel, :3], labels[travel, :3])  # travel steps are perturbed
-    assert np.array_equal(executed[~travel], labels[~travel].astype(np.float64))  # grasps are not
+    fine_err = np.abs(executed[fine, :3] - labels[fine, :3]).max(axis=1)
+    assert 0 < (fine_err > 0).sum() < fine.sum()  # the final approach: every other step, small
+    assert fine_err.max() <= 2 * ExecNoise.fine_scale * 0.006 + 1e-12
+    assert np.array_equal(executed[still], labels[still].astype(np.float64))  # grasps and releases are not
     assert np.abs(labels[:, :3]).max() <= 0.02 + 1e-6  # labels stay the expert's bounded steps
     # deterministic by seed
     n1, n2 = ExecNoise(9, 0.006, 0.0), ExecNoise(9, 0.006, 0.0)
