@@ -25,8 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
-EXPERT_NAME = "feedback-waypoints-v4"  # sim.expert; v4 turns on the way down and switches the gripper
-# in a zone; v3 turned at hover height, v2 turned during travel, v1 was the time-indexed minimum-jerk expert
+EXPERT_NAME = "feedback-waypoints-v5"  # sim.expert; v5 ends a grip wait on the visible finger opening;
+# v4 turned on the way down and switched the gripper in a zone; v3 turned at hover height, v2 during
+# travel; v1 was the time-indexed minimum-jerk expert
 
 
 class ExecNoise:

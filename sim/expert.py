@@ -24,7 +24,9 @@ closed (measured: a v3 clone sat at the grasp pose, aligned, with the gripper op
 Every action is a function of what the arm can see, never of the time spent in a segment: the
 step towards the current waypoint is ``min(v_max, gain * distance)`` (at least ``MIN_STEP_M``,
 never past the waypoint), from the *commanded* tool pose the environment integrates; a gripper
-waypoint waits, with zero motion, until the fingers stop moving. A time-indexed profile (the
+waypoint waits, with zero motion, while the fingers are visibly between open and closed on the
+block, and is done as soon as they are there (v4 waited until they stopped moving, a velocity no
+single image shows: its clones, holding the block, kept outputting the wait and never lifted). A time-indexed profile (the
 minimum-jerk segments of format version 1) makes images at the start of a segment, or during a
 fixed-length hold, carry several different labels; behaviour cloning then learns to stand still
 there (measured: the arm of a policy trained on such data stalled at the start of segments).
@@ -48,7 +50,9 @@ GAIN = 0.5  # fraction of the remaining distance covered per step once within v_
 YAW_MAX_RAD = 0.12
 MIN_YAW_RAD = 0.02
 MAX_STEPS_PER_WAYPOINT = 40  # a waypoint the workspace clip makes unreachable is given up
-GRIP_SETTLED_M = 0.0005  # finger opening change per step below which the fingers have stopped
+GRIP_OPEN_M = 0.08  # finger opening when fully open
+GRIP_HELD_MARGIN_M = 0.004  # a close is done once the opening is within this of the block's width
+GRIP_OPENED_MARGIN_M = 0.002  # an open is done once the opening is within this of fully open
 GRIP_MAX_STEPS = 8
 PRE_GRASP_ABOVE_M = 0.035  # the fingertips clear the block's top here
 TURN_BEFORE_LOW_RAD = 0.15
@@ -141,9 +145,9 @@ class ScriptedExpert:
         self.wp_steps += 1
         if kind == "grip":
             opening = self._opening()
-            moving = self.prev_opening is None or abs(opening - self.prev_opening) > GRIP_SETTLED_M
-            self.prev_opening = opening
-            if self.wp_steps > 1 and (not moving or self.wp_steps > GRIP_MAX_STEPS):
+            there = (opening >= GRIP_OPEN_M - GRIP_OPENED_MARGIN_M if grip > 0.5
+                     else opening <= 2 * BLOCK_HALF_M + GRIP_HELD_MARGIN_M)
+            if there or self.wp_steps > GRIP_MAX_STEPS:
                 return None
             return np.array([0, 0, 0, 0, 0, 0, grip], float)
         dp = xyz - self.env.target_pos
@@ -164,7 +168,7 @@ class ScriptedExpert:
             self.started = True
             self.plan_yaw = self._commanded_yaw()
             self.placed: list[bool] = []
-            self.wp_steps, self.prev_opening = 0, None
+            self.wp_steps = 0
         while True:
             while not self.queue:
                 stages = self.env.task.stages
@@ -176,4 +180,4 @@ class ScriptedExpert:
             if a is not None:
                 return a.astype(np.float32)
             self.queue.pop(0)
-            self.wp_steps, self.prev_opening = 0, None
+            self.wp_steps = 0
