@@ -26,9 +26,9 @@ step towards the current waypoint is ``min(v_max, gain * distance)`` (at least `
 never past the waypoint), from the *commanded* tool pose the environment integrates; a gripper
 waypoint waits, with zero motion, while the fingers are visibly between open and closed on the
 block, and is done as soon as they are there (v4 waited until they stopped moving, a velocity no
-single image shows: its clones, holding the block, kept outputting the wait and never lifted). A time-indexed profile (the
-minimum-jerk segments of format version 1) makes images at the start of a segment, or during a
-fixed-length hold, carry several different labels; behaviour cloning then learns to stand still
+single image shows: its clones, holding the block, kept outputting the wait and never lifted).
+A time-indexed profile (the minimum-jerk segments of format version 1) makes images at the start
+of a segment, or during a fixed-length hold, carry several different labels; behaviour cloning then learns to stand still
 there (measured: the arm of a policy trained on such data stalled at the start of segments).
 """
 
