@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from sim.env import FINGER_OPEN_M
 from sim.scene import BLOCK_HALF_M
 
 __all__ = ["ScriptedExpert", "feedback_step"]
@@ -50,7 +51,6 @@ GAIN = 0.5  # fraction of the remaining distance covered per step once within v_
 YAW_MAX_RAD = 0.12
 MIN_YAW_RAD = 0.02
 MAX_STEPS_PER_WAYPOINT = 40  # a waypoint the workspace clip makes unreachable is given up
-GRIP_OPEN_M = 0.08  # finger opening when fully open
 GRIP_HELD_MARGIN_M = 0.004  # a close is done once the opening is within this of the block's width
 GRIP_OPENED_MARGIN_M = 0.002  # an open is done once the opening is within this of fully open
 GRIP_MAX_STEPS = 8
@@ -145,7 +145,7 @@ class ScriptedExpert:
         self.wp_steps += 1
         if kind == "grip":
             opening = self._opening()
-            there = (opening >= GRIP_OPEN_M - GRIP_OPENED_MARGIN_M if grip > 0.5
+            there = (opening >= 2 * FINGER_OPEN_M - GRIP_OPENED_MARGIN_M if grip > 0.5
                      else opening <= 2 * BLOCK_HALF_M + GRIP_HELD_MARGIN_M)
             if there or self.wp_steps > GRIP_MAX_STEPS:
                 return None

@@ -72,28 +72,27 @@ def steps_in_episode(episode: torch.Tensor) -> torch.Tensor:
 
 def near_switch(episode: torch.Tensor, gripper: torch.Tensor, steps: int) -> torch.Tensor:
     """Rows within ``steps`` rows (before or after) of a row whose ``gripper`` token differs from the
-    previous row's in the same episode; a boolean mask."""
+    previous row's in the same episode; a boolean mask (all False for ``steps <= 0``)."""
     n = episode.shape[0]
-    same = torch.zeros(n, dtype=torch.bool)
-    same[1:] = episode[1:] == episode[:-1]
+    mask = torch.zeros(n, dtype=torch.bool)
+    if steps <= 0:
+        return mask
     switch = torch.zeros(n, dtype=torch.bool)
-    switch[1:] = same[1:] & (gripper[1:] != gripper[:-1])
-    mask = switch.clone()
+    switch[1:] = (episode[1:] == episode[:-1]) & (gripper[1:] != gripper[:-1])
     at = torch.nonzero(switch).flatten()
     for off in range(-steps, steps + 1):
         j = at + off
         ok = (j >= 0) & (j < n)
         j, src = j[ok], at[ok]
         mask[j[episode[j] == episode[src]]] = True
-    return mask if steps > 0 else torch.zeros(n, dtype=torch.bool)
+    return mask
 
 
 def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float,
-                   gripper: torch.Tensor | None = None, switch_steps: int = 0,
-                   switch_weight: float = 1.0) -> torch.Tensor:
+                   switch: torch.Tensor | None = None, switch_weight: float = 1.0) -> torch.Tensor:
     """Sampling weight per row: ``early_weight`` for the first ``early_steps`` steps of each
-    episode, ``switch_weight`` within ``switch_steps`` rows of a gripper switch (``near_switch``),
-    the larger where both apply, 1 elsewhere.
+    episode, ``switch_weight`` on the rows of the mask ``switch`` (rows near a gripper switch,
+    ``near_switch``), the larger where both apply, 1 elsewhere.
 
     The first frames (arm at home) are the only ones where the target's position in the image is
     the sole cue for the direction of motion; they are about 2% of the rows, and a policy that gets
@@ -102,9 +101,8 @@ def sample_weights(episode: torch.Tensor, early_steps: int, early_weight: float,
     w = torch.ones(episode.shape[0])
     if early_steps > 0:
         w[steps_in_episode(episode) < early_steps] = float(early_weight)
-    if gripper is not None and switch_steps > 0:
-        m = near_switch(episode, gripper, switch_steps)
-        w[m] = torch.maximum(w[m], torch.tensor(float(switch_weight)))
+    if switch is not None:
+        w[switch] = torch.maximum(w[switch], torch.tensor(float(switch_weight)))
     return w
 
 
@@ -203,11 +201,10 @@ def train_verifier(args) -> int:
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
     gen = torch.Generator().manual_seed(args.seed + step)
-    weights = sample_weights(train.episode, args.early_steps, args.early_weight,
-                             train.actions[:, -1], args.switch_steps, args.switch_weight)
+    switch = near_switch(train.episode, train.actions[:, -1], args.switch_steps)
+    weights = sample_weights(train.episode, args.early_steps, args.early_weight, switch, args.switch_weight)
     if args.switch_steps > 0:
-        log.info("rows near a gripper switch: %d of %d",
-                 int(near_switch(train.episode, train.actions[:, -1], args.switch_steps).sum()), len(train))
+        log.info("rows near a gripper switch: %d of %d", int(switch.sum()), len(train))
     sigmas = label_sigmas(stats, args.label_sigma_bins)
     model.train()
     t0 = time.monotonic()

@@ -198,7 +198,7 @@ def test_expert_turns_over_the_block_and_closes_in_a_zone(suite):
     obs = env.reset()
     ex = ScriptedExpert(env)
     ex.reset()
-    turns, first_close, prev_grip, waits = 0, [], 1.0, 0
+    turns, first_close, prev_grip = 0, [], 1.0
     for _ in range(env.task.max_steps):
         a = ex.infer(obs)
         block = env.state()["blocks"][env.task.stages[ex.stage - 1][1]]
@@ -209,7 +209,6 @@ def test_expert_turns_over_the_block_and_closes_in_a_zone(suite):
         if a[6] < 0.5 <= prev_grip:
             first_close.append(env.target_pos[2] - (GRASP_Z_M + block[2] - BLOCK_HALF_M))
         if a[6] < 0.5 and not np.any(a[:6]):
-            waits += 1
             assert env.data.qpos[7] + env.data.qpos[8] > 2 * BLOCK_HALF_M + GRIP_HELD_MARGIN_M
         prev_grip = a[6]
         obs, info = env.step(a)

@@ -199,7 +199,7 @@ def test_gripper_switch_weights_stay_inside_the_episode():
     assert near_switch(ep, grip, 1).tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
     assert near_switch(ep, grip, 4).tolist() == [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
     assert near_switch(ep, grip, 0).tolist() == [0] * 10
-    w = sample_weights(ep, 1, 2.0, grip, 1, 5.0)
+    w = sample_weights(ep, 1, 2.0, near_switch(ep, grip, 1), 5.0)
     assert w.tolist() == [2, 1, 5, 5, 5, 1, 2, 1, 1, 1]
 
 
