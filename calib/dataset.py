@@ -3,7 +3,11 @@
 Contract: ``DIR/meta/episodes.jsonl`` has one JSON object per episode with at least ``index``
 and ``success``; ``DIR/data/episode_{index:06d}.npz`` holds per-step arrays, ``action`` ``[T, 7]``
 among them. ``iter_episodes`` yields ``(meta, arrays)`` in index order and raises ``DatasetError``
-naming the file for anything missing or malformed. numpy only: usable on the robot too.
+naming the file for anything missing or malformed. Episodes marked ``"relabelled": true``
+(``sim.collect --driver``: another policy moved the arm, the expert labelled every state) are not
+demonstrations of the arm's motion: they are skipped unless asked for with ``relabelled=True``,
+and then kept whether or not the episode succeeded (their labels are right either way).
+numpy only: usable on the robot too.
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ def read_episode_index(root: str | Path) -> list[dict]:
 
 
 def iter_episodes(
-    root: str | Path, keys: tuple[str, ...] = ("action",), only_success: bool = True
+    root: str | Path, keys: tuple[str, ...] = ("action",), only_success: bool = True,
+    relabelled: bool = False,
 ) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
-    """Yield ``(meta, {key: array})`` for each (successful, by default) episode."""
+    """Yield ``(meta, {key: array})`` for each (successful, by default) demonstration, and with
+    ``relabelled=True`` also each relabelled episode, successful or not."""
     root = Path(root)
     for rec in read_episode_index(root):
-        if only_success and not rec["success"]:
+        if rec.get("relabelled"):
+            if not relabelled:
+                continue
+        elif only_success and not rec["success"]:
             continue
         path = root / "data" / f"episode_{int(rec['index']):06d}.npz"
         if not path.is_file():

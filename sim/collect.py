@@ -11,6 +11,14 @@ Writes a LeRobot-style dataset (documented in sim/README.md)::
 Episodes are deterministic by seed (same seed, same arrays). All episodes are recorded with
 their success flag; trainers keep the successful ones. ``--workers`` runs episodes in parallel
 processes; the output does not depend on it.
+
+``--driver MODULE:FACTORY`` (DAgger): a learned policy (``vla.policy:make_policy`` with
+``--driver-kwargs '{"artifact": "runs/refN"}'``) moves the arm on a seeded ``--driver-share`` of
+the steps and the expert on the others, while the expert labels every state. The states are the
+ones the learned policy reaches (its own drift, a wrong block, a grasp too low), the labels how to
+recover from them. Such episodes are marked ``"relabelled": true`` with ``driver_steps``; trainers
+keep them whether or not they succeeded, calibration (which fits the arm's motion) skips them.
+The driver is asked only on the steps it executes.
 """
 
 from __future__ import annotations
@@ -69,16 +77,66 @@ class ExecNoise:
         return a
 
 
+class DriverMix:
+    """A policy for ``run_episode`` that returns the expert's label of every state, and an
+    execution hook (``execute``, passed as ``exec_noise``) that swaps in the driver's action on a
+    ``share`` of the steps, chosen by a generator seeded by the episode seed."""
+
+    def __init__(self, expert, driver, share: float, seed: int):
+        self.expert, self.driver, self.share = expert, driver, float(share)
+        self.rng = np.random.default_rng(2_000_003 + int(seed))
+        self.driver_steps = 0
+        self._executed = None
+
+    def reset(self) -> None:
+        self.expert.reset()
+        self.driver.reset()
+        self.driver_steps = 0
+
+    def infer(self, obs: dict) -> np.ndarray:
+        label = np.asarray(self.expert.infer(obs), np.float64)
+        self._executed = label
+        if self.rng.random() < self.share:
+            out = self.driver.infer(obs)
+            self._executed = np.asarray(out[0] if isinstance(out, tuple) else out, np.float64)
+            self.driver_steps += 1
+        return label
+
+    def execute(self, label: np.ndarray) -> np.ndarray:
+        return self._executed
+
+
+_WORKER_DRIVER: dict = {}
+
+
+def _driver(spec: str, kwargs: dict):
+    """The driver policy, built once per worker process (loading a model is the slow part)."""
+    key = (spec, json.dumps(kwargs, sort_keys=True))
+    if key not in _WORKER_DRIVER:
+        from sim.evaluate import make_policy
+
+        _WORKER_DRIVER.clear()
+        _WORKER_DRIVER[key] = make_policy(spec, None, kwargs)
+    return _WORKER_DRIVER[key]
+
+
 def _one(args):
-    index, suite, task, seed, image_size, out, noise, jitter = args
+    index, suite, task, seed, image_size, out, noise, jitter, driver = args
     from sim.env import ArmEnv
     from sim.expert import ScriptedExpert
     from sim.rollout import run_episode
 
     env = ArmEnv(suite, task, seed, image_size=image_size, start_jitter_m=jitter)
+    extra = {}
     try:
-        exec_noise = ExecNoise(seed, *noise) if any(noise) else None
-        res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
+        if driver is None:
+            exec_noise = ExecNoise(seed, *noise) if any(noise) else None
+            res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
+        else:
+            spec, kwargs, share = driver
+            mix = DriverMix(ScriptedExpert(env), _driver(spec, kwargs), share, seed)
+            res = run_episode(env, mix, record=True, exec_noise=mix.execute)
+            extra = {"relabelled": True, "driver_steps": mix.driver_steps}
     finally:
         env.close()
     arr = res.pop("arrays")
@@ -87,10 +145,11 @@ def _one(args):
                         gripper=arr["gripper"].astype(np.float32), ee_pos=arr["ee_pos"].astype(np.float32),
                         action=arr["action"].astype(np.float32), timestamp=arr["timestamp"].astype(np.float32))
     res.pop("stats")
-    return {"index": index, **{k: res[k] for k in ("suite", "task", "instruction", "seed", "length", "success")}}
+    return {"index": index, **{k: res[k] for k in ("suite", "task", "instruction", "seed", "length", "success")}, **extra}
 
 
-def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_jitter_m: float = 0.0) -> dict:
+def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_jitter_m: float = 0.0,
+              driver: tuple | None = None) -> dict:
     import mujoco
 
     from sim.env import CONTROL_HZ
@@ -112,6 +171,7 @@ def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_ji
         "expert": EXPERT_NAME,
         "exec_noise": {"xyz_m": noise[0], "yaw_rad": noise[1]},
         "start_jitter_m": start_jitter_m,
+        "driver": None if driver is None else {"policy": driver[0], "kwargs": driver[1], "share": driver[2]},
     }
 
 
@@ -129,6 +189,11 @@ def main(argv=None) -> int:
     p.add_argument("--noise-rad", type=float, default=0.0, help="execution noise sigma on dyaw in rad per step")
     p.add_argument("--start-jitter-m", type=float, default=0.0,
                    help="start each episode with the tool up to this far from home in x/y (half in z), seeded")
+    p.add_argument("--driver", help="MODULE:FACTORY of a learned policy that moves the arm on a share of the steps "
+                   "while the expert labels every state (DAgger), e.g. vla.policy:make_policy")
+    p.add_argument("--driver-kwargs", default="{}", help="JSON keyword arguments for the driver's factory")
+    p.add_argument("--driver-share", type=float, default=0.5,
+                   help="fraction of the steps the driver executes (seeded per episode); the expert executes the rest")
     args = p.parse_args(argv)
     from sim.env import MAX_START_JITTER_M
 
@@ -136,6 +201,21 @@ def main(argv=None) -> int:
         p.error(f"--start-jitter-m: expected 0..{MAX_START_JITTER_M} m, got {args.start_jitter_m}")
     if args.noise_m < 0 or args.noise_rad < 0:
         p.error(f"--noise-m/--noise-rad: expected >= 0, got {args.noise_m}, {args.noise_rad}")
+    driver = None
+    if args.driver is not None:
+        if ":" not in args.driver:
+            p.error(f"--driver: expected MODULE:FACTORY, got {args.driver!r}")
+        if not 0.0 < args.driver_share <= 1.0:
+            p.error(f"--driver-share: expected a fraction in (0, 1], got {args.driver_share}")
+        if any((args.noise_m, args.noise_rad)):
+            p.error("--driver: the driver's own errors are the perturbation; leave --noise-m/--noise-rad at 0")
+        try:
+            kwargs = json.loads(args.driver_kwargs)
+        except json.JSONDecodeError as exc:
+            p.error(f"--driver-kwargs: not valid JSON: {exc}")
+        if not isinstance(kwargs, dict):
+            p.error(f"--driver-kwargs: expected a JSON object, got {args.driver_kwargs!r}")
+        driver = (args.driver, kwargs, args.driver_share)
     from sim.rollout import episode_plan
     from sim.tasks import TaskError
 
@@ -147,9 +227,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
-    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m), indent=1))
+    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m, driver), indent=1))
     noise = (args.noise_m, args.noise_rad)
-    jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m)
+    jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m, driver)
             for i, (s, t, seed) in enumerate(plan)]
     records = []
     bar = tqdm(total=len(jobs), desc="collect", dynamic_ncols=True)

@@ -3,8 +3,8 @@
 The policy has ``reset()`` and ``infer(obs)`` returning an action or ``(action, stats)``. The
 episode ends on success or when the task's step budget runs out. With ``record=True`` the result
 carries the per-step arrays of the dataset format (observation before each action, the action).
-``exec_noise(action) -> action`` (DART-style data collection) perturbs the action the environment
-executes; the recorded action stays the policy's, so a feedback expert's labels show how to
+``exec_noise(action) -> action`` (DART-style data collection) perturbs, or with
+``sim.collect --driver`` replaces, the action the environment executes; the recorded action stays the policy's, so a feedback expert's labels show how to
 recover from the perturbed states a learned policy will visit.
 ``episode_plan(suite, n, seed_start)`` lists ``(suite, task, seed)`` deterministically: tasks in
 turn within a suite, seeds consecutive.

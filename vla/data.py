@@ -1,7 +1,8 @@
 """Training samples from recorded episodes (sim/README.md format) for the reference VLA.
 
 Contract: ``load_samples(root, tokenizer, codec, episodes)`` returns a ``Samples`` of in-memory
-tensors, one row per control step of each successful episode: ``images`` ``[N, V, H, W, 3]``
+tensors, one row per control step of each successful demonstration and of each relabelled
+episode (``sim.collect --driver``; kept whether or not it succeeded): ``images`` ``[N, V, H, W, 3]``
 uint8 (third-person, then wrist), ``prompt`` ``[N, P]`` int64 *left*-padded with ``<pad>`` (0) so
 the last prompt token always sits just before the action tokens (``Verifier.teacher_forced``
 masks the padding out and numbers positions without it), ``actions`` ``[N, 7]`` token ids and
@@ -54,7 +55,7 @@ def load_samples(root, tokenizer: Tokenizer, codec: ActionCodec, n_views: int = 
     keys = IMAGE_KEYS[:n_views] + ("action",)
     imgs, prompts, acts, eps = [], [], [], []
     digest = hashlib.sha256()
-    for n, (rec, arr) in enumerate(iter_episodes(root, keys)):
+    for n, (rec, arr) in enumerate(iter_episodes(root, keys, relabelled=True)):
         if max_episodes is not None and n >= max_episodes:
             break
         T = arr["action"].shape[0]
@@ -67,7 +68,7 @@ def load_samples(root, tokenizer: Tokenizer, codec: ActionCodec, n_views: int = 
         digest.update(arr["action"].tobytes())
         digest.update(views[:, :, ::8, ::8].tobytes())
     if not imgs:
-        raise ValueError(f"{root}: no successful episodes")
+        raise ValueError(f"{root}: no successful or relabelled episodes")
     P = max(len(p) for p in prompts)
     prompt = np.zeros((len(prompts), P), dtype=np.int64)
     plen = np.zeros(len(prompts), dtype=np.int64)

@@ -88,6 +88,44 @@ def test_collect_writes_documented_format(tmp_path):
     assert main(["--suite", "kitchen", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
 
 
+def make_do_nothing():
+    """A driver factory for ``sim.collect --driver`` (the arm stays where the driver leaves it)."""
+    return DoNothing()
+
+
+def test_driver_collection_records_expert_labels_of_the_driven_states(tmp_path):
+    """DAgger: the driver moves the arm, the expert labels every state it reaches; the episodes
+    are marked relabelled, the trainer's reader keeps them although they failed, calibration's skips them."""
+    from calib.dataset import iter_episodes
+    from sim.collect import main
+
+    out = tmp_path / "dg"
+    assert main(["--suite", "object", "--episodes", "2", "--out", str(out), "--driver-share", "1",
+                 "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
+    eps = [json.loads(l) for l in (out / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert all(e["relabelled"] and not e["success"] and e["driver_steps"] == e["length"] for e in eps)
+    assert json.loads((out / "meta" / "info.json").read_text())["driver"]["share"] == 1.0
+    with np.load(out / "data" / "episode_000000.npz") as z:
+        ee, labels = z["ee_pos"], z["action"]
+    assert np.ptp(ee, axis=0).max() < 2e-3  # the driver held the arm still
+    assert (np.linalg.norm(labels[:, :3], axis=1) > 1e-3).mean() > 0.8  # while the expert kept saying where to go
+    assert [r["index"] for r, _ in iter_episodes(out)] == []
+    assert [r["index"] for r, _ in iter_episodes(out, relabelled=True)] == [0, 1]
+
+    half = tmp_path / "half"
+    assert main(["--suite", "object", "--episodes", "1", "--out", str(half), "--driver-share", "0.5",
+                 "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
+    (rec,) = [json.loads(l) for l in (half / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert 0 < rec["driver_steps"] < rec["length"]
+    with np.load(half / "data" / "episode_000000.npz") as z:
+        assert np.ptp(z["ee_pos"], axis=0).max() > 0.02  # the expert's half of the steps moved it
+    for bad in (["--driver", "nomodule"], ["--driver", "a:b", "--driver-share", "0"],
+                ["--driver", "a:b", "--noise-m", "0.01"], ["--driver", "a:b", "--driver-kwargs", "[1]"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["--suite", "object", "--episodes", "1", "--out", str(tmp_path / "bad"), *bad])
+        assert exc.value.code == 2
+
+
 def test_execution_noise_keeps_labels_clean_and_expert_succeeds():
     """DART collection: the executed motion is perturbed, the recorded label is the expert's
     feedback action from the perturbed state, and the expert still completes the task."""
