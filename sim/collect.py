@@ -106,23 +106,10 @@ class DriverMix:
         return self._executed
 
 
-_WORKER_DRIVER: dict = {}
-
-
-def _driver(spec: str, kwargs: dict):
-    """The driver policy, built once per worker process (loading a model is the slow part)."""
-    key = (spec, json.dumps(kwargs, sort_keys=True))
-    if key not in _WORKER_DRIVER:
-        from sim.evaluate import make_policy
-
-        _WORKER_DRIVER.clear()
-        _WORKER_DRIVER[key] = make_policy(spec, None, kwargs)
-    return _WORKER_DRIVER[key]
-
-
 def _one(args):
     index, suite, task, seed, image_size, out, noise, jitter, driver = args
     from sim.env import ArmEnv
+    from sim.evaluate import worker_policy
     from sim.expert import ScriptedExpert
     from sim.rollout import run_episode
 
@@ -134,7 +121,7 @@ def _one(args):
             res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
         else:
             spec, kwargs, share = driver
-            mix = DriverMix(ScriptedExpert(env), _driver(spec, kwargs), share, seed)
+            mix = DriverMix(ScriptedExpert(env), worker_policy(spec, kwargs), share, seed)
             res = run_episode(env, mix, record=True, exec_noise=mix.execute)
             extra = {"relabelled": True, "driver_steps": mix.driver_steps}
     finally:

@@ -35,6 +35,16 @@ def make_policy(spec: str, env, kwargs: dict):
     return getattr(importlib.import_module(mod), fn)(**kwargs)
 
 
+def worker_policy(spec: str, kwargs: dict):
+    """A learned policy ``MODULE:FACTORY`` built once per process and reused (loading a model is
+    the slow part); a different spec or kwargs replaces it."""
+    key = (spec, json.dumps(kwargs, sort_keys=True))
+    if key not in _WORKER_POLICY:
+        _WORKER_POLICY.clear()
+        _WORKER_POLICY[key] = make_policy(spec, None, kwargs)
+    return _WORKER_POLICY[key]
+
+
 def run_one(job: tuple) -> dict:
     """One episode ``(policy_spec, kwargs, suite, task, seed, image_size, start_jitter_m)``; the policy (not the
     expert, which is bound to its environment) is built once per process and reused."""
@@ -44,14 +54,7 @@ def run_one(job: tuple) -> dict:
     spec, kwargs, suite, task, seed, image_size, jitter = job
     env = ArmEnv(suite, task, seed, image_size=image_size, render=spec != "expert", start_jitter_m=jitter)
     try:
-        if spec == "expert":
-            policy = make_policy(spec, env, kwargs)
-        else:
-            key = (spec, json.dumps(kwargs, sort_keys=True))
-            if key not in _WORKER_POLICY:
-                _WORKER_POLICY.clear()
-                _WORKER_POLICY[key] = make_policy(spec, env, kwargs)
-            policy = _WORKER_POLICY[key]
+        policy = make_policy(spec, env, kwargs) if spec == "expert" else worker_policy(spec, kwargs)
         res = run_episode(env, policy)
     finally:
         env.close()
