@@ -18,7 +18,8 @@ the steps and the expert on the others, while the expert labels every state. The
 ones the learned policy reaches (its own drift, a wrong block, a grasp too low), the labels how to
 recover from them. Such episodes are marked ``"relabelled": true`` with ``driver_steps``; trainers
 keep them whether or not they succeeded, calibration (which fits the arm's motion) skips them.
-The driver is asked only on the steps it executes.
+The driver is asked only on the steps it executes; the expert's give-up limits are scaled by
+1 / (its share of the steps), so it does not skip a waypoint the driver kept it from reaching.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def _one(args):
             res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
         else:
             spec, kwargs, share = driver
-            mix = DriverMix(ScriptedExpert(env), worker_policy(spec, kwargs), share, seed)
+            patience = 1.0 / (1.0 - share) if share < 1.0 else float("inf")
+            mix = DriverMix(ScriptedExpert(env, patience), worker_policy(spec, kwargs), share, seed)
             res = run_episode(env, mix, record=True, exec_noise=mix.execute)
             extra = {"relabelled": True, "driver_steps": mix.driver_steps}
     finally:

@@ -78,8 +78,16 @@ def _yaw_of(quat) -> float:
 
 
 class ScriptedExpert:
-    def __init__(self, env):
+    def __init__(self, env, patience: float = 1.0):
+        """``patience`` (>= 1, may be inf) scales the steps after which a waypoint or a grip wait is
+        given up. ``sim.collect --driver`` sets it to 1 / (the expert's share of the executed
+        steps): giving up on a waypoint the driver never approached would label the states that
+        follow with the next waypoint's action (a grasp in mid-air)."""
+        if not patience >= 1.0:
+            raise ValueError(f"ScriptedExpert: patience expected >= 1, got {patience}")
         self.env = env
+        self.max_wp_steps = MAX_STEPS_PER_WAYPOINT * patience
+        self.max_grip_steps = GRIP_MAX_STEPS * patience
 
     def reset(self) -> None:
         self.started = False
@@ -147,12 +155,12 @@ class ScriptedExpert:
             opening = self._opening()
             there = (opening >= 2 * FINGER_OPEN_M - GRIP_OPENED_MARGIN_M if grip > 0.5
                      else opening <= 2 * BLOCK_HALF_M + GRIP_HELD_MARGIN_M)
-            if there or self.wp_steps > GRIP_MAX_STEPS:
+            if there or self.wp_steps > self.max_grip_steps:
                 return None
             return np.array([0, 0, 0, 0, 0, 0, grip], float)
         dp = xyz - self.env.target_pos
         dyaw = (yaw - self._commanded_yaw() + math.pi) % (2 * math.pi) - math.pi
-        if (np.linalg.norm(dp) < 1e-4 and abs(dyaw) < 1e-3) or self.wp_steps > MAX_STEPS_PER_WAYPOINT:
+        if (np.linalg.norm(dp) < 1e-4 and abs(dyaw) < 1e-3) or self.wp_steps > self.max_wp_steps:
             return None
         if zone is not None:
             if abs(dyaw) > TURN_BEFORE_LOW_RAD:  # hold above the block until turned
