@@ -34,9 +34,9 @@ import numpy as np
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
-EXPERT_NAME = "feedback-waypoints-v5"  # sim.expert; v5 ends a grip wait on the visible finger opening;
-# v4 turned on the way down and switched the gripper in a zone; v3 turned at hover height, v2 during
-# travel; v1 was the time-indexed minimum-jerk expert
+# Expert names (sim.expert.GRASP_YAWS): v6 grasps at the start yaw; v5 ends a grip wait on the
+# visible finger opening; v4 turned on the way down and switched the gripper in a zone; v3 turned at
+# hover height, v2 during travel; v1 was the time-indexed minimum-jerk expert
 
 
 class ExecNoise:
@@ -108,7 +108,7 @@ class DriverMix:
 
 
 def _one(args):
-    index, suite, task, seed, image_size, out, noise, jitter, driver = args
+    index, suite, task, seed, image_size, out, noise, jitter, driver, grasp_yaw = args
     from sim.env import ArmEnv
     from sim.evaluate import worker_policy
     from sim.expert import ScriptedExpert
@@ -119,11 +119,11 @@ def _one(args):
     try:
         if driver is None:
             exec_noise = ExecNoise(seed, *noise) if any(noise) else None
-            res = run_episode(env, ScriptedExpert(env), record=True, exec_noise=exec_noise)
+            res = run_episode(env, ScriptedExpert(env, grasp_yaw=grasp_yaw), record=True, exec_noise=exec_noise)
         else:
             spec, kwargs, share = driver
             patience = 1.0 / (1.0 - share) if share < 1.0 else float("inf")
-            mix = DriverMix(ScriptedExpert(env, patience), worker_policy(spec, kwargs), share, seed)
+            mix = DriverMix(ScriptedExpert(env, patience, grasp_yaw), worker_policy(spec, kwargs), share, seed)
             res = run_episode(env, mix, record=True, exec_noise=mix.execute)
             extra = {"relabelled": True, "driver_steps": mix.driver_steps}
     finally:
@@ -138,10 +138,11 @@ def _one(args):
 
 
 def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_jitter_m: float = 0.0,
-              driver: tuple | None = None) -> dict:
+              driver: tuple | None = None, grasp_yaw: str = "fixed") -> dict:
     import mujoco
 
     from sim.env import CONTROL_HZ
+    from sim.expert import GRASP_YAWS
 
     return {
         "format_version": FORMAT_VERSION, "fps": CONTROL_HZ, "image_size": image_size,
@@ -157,7 +158,7 @@ def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_ji
             "timestamp": {"dtype": "float32", "shape": ["T"], "unit": "s"},
         },
         "mujoco_version": mujoco.__version__,
-        "expert": EXPERT_NAME,
+        "expert": GRASP_YAWS[grasp_yaw],
         "exec_noise": {"xyz_m": noise[0], "yaw_rad": noise[1]},
         "start_jitter_m": start_jitter_m,
         "driver": None if driver is None else {"policy": driver[0], "kwargs": driver[1], "share": driver[2]},
@@ -178,6 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise-rad", type=float, default=0.0, help="execution noise sigma on dyaw in rad per step")
     p.add_argument("--start-jitter-m", type=float, default=0.0,
                    help="start each episode with the tool up to this far from home in x/y (half in z), seeded")
+    p.add_argument("--grasp-yaw", choices=["fixed", "block"], default="fixed",
+                   help="fixed: the expert keeps the start yaw and grasps a block at whatever yaw it lies "
+                   "(v6); block: it turns to the block's faces on the way down (v5)")
     p.add_argument("--driver", help="MODULE:FACTORY of a learned policy that moves the arm on a share of the steps "
                    "while the expert labels every state (DAgger), e.g. vla.policy:make_policy")
     p.add_argument("--driver-kwargs", default="{}", help="JSON keyword arguments for the driver's factory")
@@ -216,9 +220,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
-    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m, driver), indent=1))
+    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m, driver, args.grasp_yaw), indent=1))
     noise = (args.noise_m, args.noise_rad)
-    jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m, driver)
+    jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m, driver, args.grasp_yaw)
             for i, (s, t, seed) in enumerate(plan)]
     records = []
     bar = tqdm(total=len(jobs), desc="collect", dynamic_ncols=True)

@@ -70,6 +70,8 @@ def test_unknown_names_list_valid_ones():
         get_task("goal", "put the purple block on the plate")
     assert get_task("goal", "put the red block on the plate").name == "red_on_plate"
     assert sum(len(t) for t in SUITES.values()) == 15
+    with pytest.raises(ValueError, match="grasp_yaw expected one of \\['block', 'fixed'\\], got 'side'"):
+        ScriptedExpert(ArmEnv("goal", 0, 0, render=False), grasp_yaw="side")
 
 
 def test_collect_writes_documented_format(tmp_path):
@@ -78,6 +80,7 @@ def test_collect_writes_documented_format(tmp_path):
     assert main(["--suite", "goal", "--episodes", "2", "--out", str(tmp_path / "ds")]) == 0
     info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
     assert info["fps"] == 10 and info["features"]["action"]["names"][-1] == "gripper"
+    assert info["expert"] == "feedback-waypoints-v6"  # the default grasp_yaw "fixed"
     eps = [json.loads(l) for l in (tmp_path / "ds" / "meta" / "episodes.jsonl").read_text().splitlines()]
     assert [e["index"] for e in eps] == [0, 1] and all(e["success"] for e in eps)
     with np.load(tmp_path / "ds" / "data" / "episode_000000.npz") as z:
@@ -223,19 +226,21 @@ def test_merge_renumbers_and_refuses_mismatch(tmp_path):
     assert merge_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m2")]) == 2
 
 
-@pytest.mark.parametrize("suite", ["object", "long"])
-def test_expert_turns_over_the_block_and_closes_in_a_zone(suite):
+@pytest.mark.parametrize("suite,grasp_yaw", [("object", "block"), ("long", "block"), ("object", "fixed"),
+                                              ("long", "fixed")])
+def test_expert_turns_over_the_block_and_closes_in_a_zone(suite, grasp_yaw):
     """Yaw labels are given only where the wrist camera sees the block: over it, at or below hover
-    height. The first "close" label comes before the descent ends, within the close zone, so more
-    than one image per grasp carries it. A wait with the gripper closing is labelled only while the
-    fingers are visibly not yet on the block (never once they hold it: a policy cannot tell the
-    last wait from the first lift step otherwise)."""
+    height (v5, ``grasp_yaw="block"``), or never (v6, ``"fixed"``: the 8 cm jaws close on a 4 cm
+    block at any yaw). The first "close" label comes before the descent ends, within the close
+    zone, so more than one image per grasp carries it. A wait with the gripper closing is labelled
+    only while the fingers are visibly not yet on the block (never once they hold it: a policy
+    cannot tell the last wait from the first lift step otherwise)."""
     from sim.expert import CLOSE_ZONE_M, GRASP_Z_M, GRIP_HELD_MARGIN_M, HOVER_Z_M
     from sim.scene import BLOCK_HALF_M
 
     env = ArmEnv(suite, 0, 7, render=False)
     obs = env.reset()
-    ex = ScriptedExpert(env)
+    ex = ScriptedExpert(env, grasp_yaw=grasp_yaw)
     ex.reset()
     turns, first_close, prev_grip = 0, [], 1.0
     for _ in range(env.task.max_steps):
@@ -253,6 +258,6 @@ def test_expert_turns_over_the_block_and_closes_in_a_zone(suite):
         obs, info = env.step(a)
         if info.get("success"):
             break
-    assert info.get("success") and turns > 0
+    assert info.get("success") and (turns > 0 if grasp_yaw == "block" else turns == 0)
     assert first_close and all(1e-3 < dz < CLOSE_ZONE_M for dz in first_close), first_close
     env.close()
