@@ -166,6 +166,8 @@ def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_ji
 
 
 def main(argv=None) -> int:
+    from sim.expert import GRASP_YAWS
+
     p = argparse.ArgumentParser(prog="python -m sim.collect", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, help="spatial, object, goal, long or all")
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
     p.add_argument("--noise-rad", type=float, default=0.0, help="execution noise sigma on dyaw in rad per step")
     p.add_argument("--start-jitter-m", type=float, default=0.0,
                    help="start each episode with the tool up to this far from home in x/y (half in z), seeded")
-    p.add_argument("--grasp-yaw", choices=["fixed", "block"], default="fixed",
+    p.add_argument("--grasp-yaw", choices=sorted(GRASP_YAWS), default="fixed",
                    help="fixed: the expert keeps the start yaw and grasps a block at whatever yaw it lies "
                    "(v6); block: it turns to the block's faces on the way down (v5)")
     p.add_argument("--driver", help="MODULE:FACTORY of a learned policy that moves the arm on a share of the steps "

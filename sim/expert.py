@@ -8,11 +8,11 @@ turning to the block's faces with ``grasp_yaw="block"``), close, up, above the t
 ``grasp_yaw="fixed"`` (v6, the default) never turns: the tool keeps its start yaw and the jaws,
 8 cm open, close on a 4 cm block at whatever yaw it lies (its 5.7 cm diagonal fits between them;
 closing turns the block into the jaws). Measured: 100 of 100 held-out episodes with 8 cm start
-jitter. The yaw labels of v5 were the outputs its clones learned worst (held-out yaw error about
-0.018 rad mean absolute error against a label standard deviation of 0.025 rad, in every retrain) and the most common closed-loop failure was a stall
-above a block waiting for a turn the policy did not make; with a fixed yaw the wrist camera's image
-axes also stay aligned with the base frame, so an offset in the image means the same motion in
-every episode. ``grasp_yaw="block"`` (v5) is kept for comparison:
+jitter. The yaw labels of v5 were the outputs its clones learned worst (held-out mean absolute
+error about 0.018 rad against a label standard deviation of 0.025 rad, in every retrain), and
+their most common closed-loop failure was a stall above a block waiting for a turn they did not
+make. With a fixed yaw the wrist camera's image axes also stay aligned with the base frame, so an
+offset in the image means the same motion in every episode. ``grasp_yaw="block"`` (v5) is kept for comparison:
 
 The turn happens on the way down over the block, not during travel: from the start pose a block
 is a few pixels wide in both 64 px cameras and its orientation cannot be seen, so yaw labels given
