@@ -222,8 +222,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
-    (out / "meta" / "info.json").write_text(json.dumps(info_json(args.image_size, (args.noise_m, args.noise_rad), args.start_jitter_m, driver, args.grasp_yaw), indent=1))
     noise = (args.noise_m, args.noise_rad)
+    info = info_json(args.image_size, noise, args.start_jitter_m, driver, args.grasp_yaw)
+    (out / "meta" / "info.json").write_text(json.dumps(info, indent=1))
     jobs = [(i, s, t, seed, args.image_size, str(out), noise, args.start_jitter_m, driver, args.grasp_yaw)
             for i, (s, t, seed) in enumerate(plan)]
     records = []

@@ -12,7 +12,8 @@ jitter. The yaw labels of v5 were the outputs its clones learned worst (held-out
 error about 0.018 rad against a label standard deviation of 0.025 rad, in every retrain), and
 their most common closed-loop failure was a stall above a block waiting for a turn they did not
 make. With a fixed yaw the wrist camera's image axes also stay aligned with the base frame, so an
-offset in the image means the same motion in every episode. ``grasp_yaw="block"`` (v5) is kept for comparison:
+offset in the image means the same motion in every episode. ``grasp_yaw="block"`` (v5) is kept
+for comparison:
 
 The turn happens on the way down over the block, not during travel: from the start pose a block
 is a few pixels wide in both 64 px cameras and its orientation cannot be seen, so yaw labels given
