@@ -2,7 +2,9 @@
 
 Contract:
 - Sequence layout: ``[BOS, v_1 .. v_N, prompt tokens, a_1 .. a_7]``. ``v_i`` are visual tokens
-  (a conv stem per camera view, then a linear projector); the rest are token embeddings.
+  (a conv stem per camera view, then a linear projector); the rest are token embeddings. With
+  ``film`` the stem's channels are scaled and shifted by the mean embedding of the prompt's real
+  tokens (RT-1's FiLM), so the prefill still takes only ``(images, prompt_ids)``.
 - Vocabulary: ``vocab_size = n_text + n_bins``; the last ``n_bins`` ids are the action bins, so
   ``edge.codec.ActionCodec(stats, vocab_size)`` encodes and decodes them (token = vocab - bin).
 - The decoder is Llama-style: RMSNorm, rotary position embeddings, SwiGLU, no biases.
@@ -45,6 +47,8 @@ class VLAConfig:
     patch_grid: int = 4  # visual tokens per view = patch_grid ** 2
     coord_channels: bool = False  # CoordConv: x/y pixel coordinates appended to the image before the stem
     keypoints: bool = False  # spatial-softmax keypoints (x/y per stem channel) added to each view's tokens
+    film: bool = False  # FiLM (RT-1): the instruction scales and shifts every stem channel, so the visual
+    #                     tokens already say where the block the instruction names is
     max_seq: int = 128  # longest sequence (prefix + action + draft tree)
     rope_theta: float = 10000.0  # rotary base
     norm_eps: float = 1e-6  # RMSNorm epsilon
@@ -131,6 +135,9 @@ class VisionEncoder(nn.Module):
             nn.Conv2d(c, c, 3, stride=1, padding=1), nn.GELU(),
             nn.AdaptiveAvgPool2d(cfg.patch_grid),
         )
+        if cfg.film:  # (1 + gamma, beta) per channel of each conv, from the pooled instruction embedding
+            self.film_channels = [m.out_channels for m in self.stem if isinstance(m, nn.Conv2d)]
+            self.film = nn.Linear(cfg.d_model, 2 * sum(self.film_channels))  # zeroed by Verifier after its init
         self.view_embed = nn.Parameter(torch.zeros(cfg.n_views, 1, c))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.patch_grid**2, c))
         self.proj = nn.Sequential(nn.Linear(c, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
@@ -142,12 +149,22 @@ class VisionEncoder(nn.Module):
             self.kp_log_temp = nn.Parameter(torch.zeros(c))
             self.kp_proj = nn.Linear(2 * c, cfg.d_model)  # zeroed by Verifier after its init
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """``images`` ``[B, V, H, W, 3]`` uint8; ``text`` ``[B, D]``, the pooled instruction embedding
+        (used by FiLM only)."""
         B, V = images.shape[:2]
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        fm = self.stem[:-1](x)  # [B*V, c, H/4, W/4]
+        if self.cfg.film:
+            mods = self.film(text).repeat_interleave(V, dim=0).split(
+                [n for n in self.film_channels for _ in range(2)], dim=1)  # gamma_1, beta_1, gamma_2, ...
+            fm = x
+            for i, conv in enumerate(m for m in self.stem if isinstance(m, nn.Conv2d)):
+                fm = F.gelu(conv(fm))
+                fm = fm * (1 + mods[2 * i][:, :, None, None]) + mods[2 * i + 1][:, :, None, None]
+        else:
+            fm = self.stem[:-1](x)  # [B*V, c, H/4, W/4]
         f = self.stem[-1](fm).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
         f = f.reshape(B, V, -1, f.shape[-1]) + self.view_embed[None] + self.pos_embed[:, None]
         tokens = self.proj(f)  # [B, V, G*G, D]
@@ -181,6 +198,9 @@ class Verifier(nn.Module):
         if cfg.keypoints:  # zero: a verifier grown from one without keypoints continues unchanged
             nn.init.zeros_(self.vision.kp_proj.weight)
             nn.init.zeros_(self.vision.kp_proj.bias)
+        if cfg.film:  # zero: identity modulation, so a verifier grown from one without FiLM continues unchanged
+            nn.init.zeros_(self.vision.film.weight)
+            nn.init.zeros_(self.vision.film.bias)
 
     @staticmethod
     def _init(m):
@@ -197,7 +217,12 @@ class Verifier(nn.Module):
         """``[B, 1 + N + P, D]``: BOS, visual tokens, prompt token embeddings."""
         B = images.shape[0]
         bos = self.embed(torch.full((B, 1), self.BOS, dtype=torch.long, device=images.device))
-        return torch.cat([bos, self.vision(images), self.embed(prompt_ids)], dim=1)
+        words = self.embed(prompt_ids)
+        text = None
+        if self.cfg.film:  # mean embedding of the real (non-pad) prompt tokens
+            real = (prompt_ids != self.PAD).to(words.dtype)[..., None]
+            text = (words * real).sum(1) / real.sum(1).clamp_min(1.0)
+        return torch.cat([bos, self.vision(images, text), words], dim=1)
 
     def forward_embeds(self, x, positions, mask, past_kv):
         ks, vs = [], []

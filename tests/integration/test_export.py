@@ -94,3 +94,27 @@ def test_bad_inputs_fail_cleanly(artifact, tmp_path, capsys):
     (bad / "manifest.json").write_text(json.dumps(man))
     assert build_main(["--set", f"artifact={bad}", "--set", f"out={out}"]) == 2
     assert "do not match the model's" in capsys.readouterr().err
+
+
+def test_film_and_coordinate_encoder_export_with_parity(tmp_path):
+    """The optional encoder inputs (coordinate channels, FiLM on the instruction) live inside the prefill
+    graph: the exported graph matches PyTorch."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    from export.graphs import PrefillGraph, example_inputs
+    from export.onnx_export import compare, export_graph
+    from edge.io_contract import PREFILL
+
+    cfg = dataclasses.replace(CFG, film=True, coord_channels=True)
+    torch.manual_seed(0)
+    v = Verifier(cfg).eval()
+    with torch.no_grad():
+        v.vision.film.weight.normal_(0.0, 0.1)
+    graph = PrefillGraph(v).eval()
+    path = export_graph(graph, PREFILL, example_inputs(cfg)["prefill"], tmp_path / "prefill.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = [example_inputs(cfg, prompt_len=n, seed=s)["prefill"] for n, s in ((12, 1), (7, 2), (15, 3))]
+    r = compare(graph, sess, PREFILL, feeds)
+    assert r["argmax_agreement"] == 1.0 and r["max_abs_logit_diff"] < 1e-4

@@ -252,6 +252,33 @@ def test_keypoints_grow_from_a_plain_verifier_and_see_position():
     assert gap_grown > 10 * gap_plain
 
 
+def test_film_grows_from_a_plain_verifier_and_conditions_vision_on_the_instruction():
+    """FiLM starts as the identity (same actions as the verifier it grew from); once trained, the visual
+    tokens of one image differ between instructions, and padding the prompt does not change them."""
+    import dataclasses
+    from vla.train import widen_inputs
+
+    torch.manual_seed(0)
+    plain = Verifier(CFG).eval()
+    grown = Verifier(dataclasses.replace(CFG, film=True)).eval()
+    grown.load_state_dict(widen_inputs(plain.state_dict(), grown.state_dict()))
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
+    prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
+    assert torch.equal(plain.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, prompt))
+
+    with torch.no_grad():
+        grown.vision.film.weight.copy_(torch.randn_like(grown.vision.film.weight) * 0.1)
+        same_image = imgs[:1].expand(2, -1, -1, -1, -1)
+        x = grown.prefix_embeds(same_image, prompt)[:, 1 : 1 + CFG.n_visual]
+        assert (x[0] - x[1]).abs().max() > 0.1 * x.abs().max()  # two instructions, one image: other visual tokens
+        padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), prompt], dim=1)  # left padding (PAD = 0)
+        xp = grown.prefix_embeds(same_image, padded)[:, 1 : 1 + CFG.n_visual]
+        assert torch.allclose(x, xp, atol=1e-7, rtol=1e-4)
+        assert torch.equal(grown.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, torch.cat(
+            [torch.zeros(2, 3, dtype=torch.long), prompt], dim=1)))
+
+
 def test_gaussian_bin_targets_and_loss():
     from vla.train import action_loss, gaussian_bin_targets
 
