@@ -147,6 +147,18 @@ def action_loss(logits: torch.Tensor, tokens: torch.Tensor, n_bins: int, sigma_b
 
 
 @torch.no_grad()
+def ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * weights`` for the floating-point entries of ``model``'s state
+    (integer buffers are copied). The average of the last ~1 / (1 - decay) steps' weights is a smoother
+    policy than the last step's weights."""
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            ema[k].lerp_(v, 1.0 - decay)
+        else:
+            ema[k].copy_(v)
+
+
+@torch.no_grad()
 def widen_inputs(state: dict, target: dict) -> dict:
     """``state`` fitted to ``target``, the freshly built model's state: a conv that gained input channels
     (coordinates added) gets zeros there, and parameters ``state`` lacks (keypoints added) keep the fresh
@@ -197,9 +209,12 @@ def train_verifier(args) -> int:
         log.info("verifier initialised from %s", args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     step, ckpt = 0, out / "ckpt_verifier.pt"
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if args.ema else None
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
+        if ema is not None:
+            ema = state.get("ema") or {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(args.seed + step)
     switch = near_switch(train.episode, train.actions[:, -1], args.switch_steps)
     weights = sample_weights(train.episode, args.early_steps, args.early_weight, switch, args.switch_weight)
@@ -223,15 +238,20 @@ def train_verifier(args) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if ema is not None:
+            ema_update(ema, model, args.ema)
         step += 1
         bar.update(1)
         last_loss = loss.item()
         bar.set_postfix(loss=f"{last_loss:.3f}")
         if step % args.ckpt_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        **({"ema": ema} if ema is not None else {})}, ckpt)
         if args.eval_every and step % args.eval_every == 0 and len(held):
             bar.write(f"step {step}: held-out token accuracy {token_accuracy(model, held)['token_acc']:.3f}")
     bar.close()
+    if ema is not None:  # the artifact holds the averaged weights; the checkpoint keeps the last ones
+        model.load_state_dict(ema)
     metrics = {"final_loss": last_loss, "train_seconds": round(time.monotonic() - t0, 1), "steps": step,
                "train_samples": len(train), "heldout_samples": len(held)}
     if len(held):
@@ -340,6 +360,9 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="continue from --out/ckpt_verifier.pt (weights, optimizer, step)")
     p.add_argument("--init", default="", help="verifier: start from these weights (a verifier.pt), fresh optimizer")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="verifier: save an exponential moving average of the weights with this decay "
+                        "(e.g. 0.999; 0 = the last step's weights)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-json", default="", help="VLAConfig overrides as JSON (verifier)")
     args = p.parse_args(argv)
@@ -348,6 +371,8 @@ def main(argv=None) -> int:
     if args.label_sigma_bins > 0 and args.label_smoothing > 0:  # action_loss would drop the smoothing
         p.error("--label-smoothing and --label-sigma-bins: expected one of them, got both "
                 f"({args.label_smoothing}, {args.label_sigma_bins})")
+    if not 0.0 <= args.ema < 1.0:
+        p.error(f"--ema: expected a decay in [0, 1), got {args.ema}")
     for name in ("early_steps", "switch_steps"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(args, name)}")

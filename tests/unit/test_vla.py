@@ -113,6 +113,22 @@ def test_tiny_training_lowers_loss():
     assert loss_fn().item() < 0.5 * first
 
 
+def test_ema_update_is_the_closed_form_average():
+    """After n updates towards fixed weights w from e0: ema = w + (e0 - w) * decay^n; integer buffers copied."""
+    from vla.train import ema_update
+
+    m = torch.nn.BatchNorm1d(3)  # floating weights and an integer buffer (num_batches_tracked)
+    ema = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        m.weight.fill_(2.0)
+        m.num_batches_tracked.fill_(7)
+    for _ in range(10):
+        ema_update(ema, m, 0.9)
+    assert torch.allclose(ema["weight"], torch.full((3,), 2.0 + (1.0 - 2.0) * 0.9**10))
+    assert int(ema["num_batches_tracked"]) == 7
+    assert torch.equal(ema["bias"], m.bias.detach())  # unchanged weights stay put
+
+
 def test_drafter_distillation_learns_and_chain_eval():
     torch.manual_seed(4)
     v = Verifier(CFG).eval()
@@ -324,7 +340,8 @@ def test_train_refuses_label_smoothing_with_gaussian_targets(capsys):
     for extra, msg in ((["--label-smoothing", "0.1", "--label-sigma-bins", "4"], "expected one of them, got both"),
                        (["--label-sigma-bins", "-1"], "--label-sigma-bins: expected >= 0, got -1.0"),
                        (["--switch-steps", "-2"], "--switch-steps: expected >= 0, got -2"),
-                       (["--switch-weight", "0"], "--switch-weight: expected > 0, got 0.0")):
+                       (["--switch-weight", "0"], "--switch-weight: expected > 0, got 0.0"),
+                       (["--ema", "1"], "--ema: expected a decay in [0, 1), got 1.0")):
         with pytest.raises(SystemExit):
             main(["verifier", "--data", "nowhere", "--out", "nowhere", *extra])
         assert msg in capsys.readouterr().err
