@@ -101,8 +101,7 @@ def test_film_and_coordinate_encoder_export_with_parity(tmp_path):
     graph: the exported graph matches PyTorch."""
     import dataclasses
 
-    import onnxruntime as ort
-
+    from edge.engine import OrtEngine
     from export.graphs import PrefillGraph, example_inputs
     from export.onnx_export import compare, export_graph
     from edge.io_contract import PREFILL
@@ -114,7 +113,7 @@ def test_film_and_coordinate_encoder_export_with_parity(tmp_path):
         v.vision.film.weight.normal_(0.0, 0.1)
     graph = PrefillGraph(v).eval()
     path = export_graph(graph, PREFILL, example_inputs(cfg)["prefill"], tmp_path / "prefill.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = OrtEngine(path).session  # the project's session options (the process may have global thread pools)
     feeds = [example_inputs(cfg, prompt_len=n, seed=s)["prefill"] for n, s in ((12, 1), (7, 2), (15, 3))]
     r = compare(graph, sess, PREFILL, feeds)
     assert r["argmax_agreement"] == 1.0 and r["max_abs_logit_diff"] < 1e-4

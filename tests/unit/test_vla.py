@@ -219,41 +219,36 @@ def test_gripper_switch_weights_stay_inside_the_episode():
     assert w.tolist() == [2, 1, 5, 5, 5, 1, 2, 1, 1, 1]
 
 
-def test_coord_channels_widen_from_a_plain_verifier():
-    """A coordinate-channel encoder loaded from plain weights (zeros on the new inputs) computes the same
-    actions, so a trained verifier can be continued with coordinates."""
+def grow_from_plain(**flags):
+    """A plain verifier and one grown from its weights with the encoder options ``flags`` (``widen_inputs``);
+    asserts that both give the same actions on random inputs, which are returned too."""
     import dataclasses
     from vla.train import widen_inputs
 
     torch.manual_seed(0)
     plain = Verifier(CFG).eval()
-    coord_cfg = dataclasses.replace(CFG, coord_channels=True)
-    wide = Verifier(coord_cfg).eval()
-    wide.load_state_dict(widen_inputs(plain.state_dict(), wide.state_dict()))
-    w = wide.vision.stem[0].weight
-    assert w.shape[1] == 5 and torch.all(w[:, 3:] == 0)
+    grown = Verifier(dataclasses.replace(CFG, **flags)).eval()
+    grown.load_state_dict(widen_inputs(plain.state_dict(), grown.state_dict()))
     g = torch.Generator().manual_seed(1)
     imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
     prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
-    assert torch.equal(plain.greedy_actions(imgs, prompt), wide.greedy_actions(imgs, prompt))
+    assert torch.equal(plain.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, prompt))
+    return plain, grown, imgs, prompt
+
+
+def test_coord_channels_widen_from_a_plain_verifier():
+    """A coordinate-channel encoder loaded from plain weights (zeros on the new inputs) computes the same
+    actions, so a trained verifier can be continued with coordinates."""
+    _, wide, _, _ = grow_from_plain(coord_channels=True)
+    w = wide.vision.stem[0].weight
+    assert w.shape[1] == 5 and torch.all(w[:, 3:] == 0)
 
 
 
 def test_keypoints_grow_from_a_plain_verifier_and_see_position():
     """Keypoint projection starts at zero (same actions as the plain verifier it grew from); the keypoints
     themselves follow a bright spot moved inside one pooled cell."""
-    import dataclasses
-    from vla.train import widen_inputs
-
-    torch.manual_seed(0)
-    plain = Verifier(CFG).eval()
-    grown = Verifier(dataclasses.replace(CFG, keypoints=True)).eval()
-    grown.load_state_dict(widen_inputs(plain.state_dict(), grown.state_dict()))
-    g = torch.Generator().manual_seed(1)
-    imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
-    prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
-    assert torch.equal(plain.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, prompt))
-
+    plain, grown, _, _ = grow_from_plain(keypoints=True)
     enc = grown.vision
     with torch.no_grad():
         enc.kp_log_temp.fill_(3.0)
@@ -271,18 +266,7 @@ def test_keypoints_grow_from_a_plain_verifier_and_see_position():
 def test_film_grows_from_a_plain_verifier_and_conditions_vision_on_the_instruction():
     """FiLM starts as the identity (same actions as the verifier it grew from); once trained, the visual
     tokens of one image differ between instructions, and padding the prompt does not change them."""
-    import dataclasses
-    from vla.train import widen_inputs
-
-    torch.manual_seed(0)
-    plain = Verifier(CFG).eval()
-    grown = Verifier(dataclasses.replace(CFG, film=True)).eval()
-    grown.load_state_dict(widen_inputs(plain.state_dict(), grown.state_dict()))
-    g = torch.Generator().manual_seed(1)
-    imgs = torch.randint(0, 256, (2, CFG.n_views, 64, 64, 3), generator=g, dtype=torch.uint8)
-    prompt = torch.randint(4, CFG.n_text, (2, 5), generator=g)
-    assert torch.equal(plain.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, prompt))
-
+    _, grown, imgs, prompt = grow_from_plain(film=True)
     with torch.no_grad():
         grown.vision.film.weight.copy_(torch.randn_like(grown.vision.film.weight) * 0.1)
         same_image = imgs[:1].expand(2, -1, -1, -1, -1)
