@@ -156,15 +156,14 @@ class VisionEncoder(nn.Module):
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        if self.cfg.film:
-            mods = self.film(text).repeat_interleave(V, dim=0).split(
-                [n for n in self.film_channels for _ in range(2)], dim=1)  # gamma_1, beta_1, gamma_2, ...
-            fm = x
-            for i, conv in enumerate(m for m in self.stem if isinstance(m, nn.Conv2d)):
-                fm = F.gelu(conv(fm))
-                fm = fm * (1 + mods[2 * i][:, :, None, None]) + mods[2 * i + 1][:, :, None, None]
-        else:
-            fm = self.stem[:-1](x)  # [B*V, c, H/4, W/4]
+        mods = iter(self.film(text).repeat_interleave(V, dim=0).split(
+            [n for n in self.film_channels for _ in range(2)], dim=1)) if self.cfg.film else None
+        fm = x
+        for m in self.stem[:-1]:  # -> [B*V, c, H/4, W/4]
+            fm = m(fm)
+            if mods is not None and isinstance(m, nn.GELU):  # FiLM after each activation
+                gamma, beta = next(mods), next(mods)
+                fm = fm * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
         f = self.stem[-1](fm).flatten(2).transpose(1, 2)  # [B*V, G*G, c]
         f = f.reshape(B, V, -1, f.shape[-1]) + self.view_embed[None] + self.pos_embed[:, None]
         tokens = self.proj(f)  # [B, V, G*G, D]
