@@ -208,13 +208,15 @@ def train_verifier(args) -> int:
         model.load_state_dict(widen_inputs(load_state(args.init), model.state_dict()))
         log.info("verifier initialised from %s", args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    step, ckpt = 0, out / "ckpt_verifier.pt"
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if args.ema else None
+    step, ckpt, ema = 0, out / "ckpt_verifier.pt", None
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
-        if ema is not None:
-            ema = state.get("ema") or {k: v.detach().clone() for k, v in model.state_dict().items()}
+        ema = state.get("ema")
+    if args.ema:  # the checkpoint's average, else one starting from the weights training starts from
+        ema = ema or {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        ema = None
     gen = torch.Generator().manual_seed(args.seed + step)
     switch = near_switch(train.episode, train.actions[:, -1], args.switch_steps)
     weights = sample_weights(train.episode, args.early_steps, args.early_weight, switch, args.switch_weight)

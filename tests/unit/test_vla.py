@@ -275,8 +275,7 @@ def test_film_grows_from_a_plain_verifier_and_conditions_vision_on_the_instructi
         padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), prompt], dim=1)  # left padding (PAD = 0)
         xp = grown.prefix_embeds(same_image, padded)[:, 1 : 1 + CFG.n_visual]
         assert torch.allclose(x, xp, atol=1e-7, rtol=1e-4)
-        assert torch.equal(grown.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, torch.cat(
-            [torch.zeros(2, 3, dtype=torch.long), prompt], dim=1)))
+        assert torch.equal(grown.greedy_actions(imgs, prompt), grown.greedy_actions(imgs, padded))
 
 
 def test_gaussian_bin_targets_and_loss():
