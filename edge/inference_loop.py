@@ -103,7 +103,7 @@ class InferenceLoop:
     def set_task(self, instruction: str | None) -> None:
         with self._task_lock:
             if instruction is not None:
-                self.policy.prompt_ids(instruction)  # unknown words fail here, before the arm moves
+                self.policy.check_instruction(instruction)  # unknown words fail here, before the arm moves
             if self._prev is not None:
                 self.tm.step(self._prev["record"])  # the last step of the previous episode
             self._instruction = instruction
@@ -154,8 +154,11 @@ class InferenceLoop:
             return
         self.last_frame_ok_t = now
         self.tm.sample("frame_age_ms", (now - frame.t_mono) * 1e3)
-        q = np.asarray(self.bridge.wait_state(100).positions)
+        state = self.bridge.wait_state(100)
+        q = np.asarray(state.positions)
         obs = {**frame.views, "instruction": instruction}
+        if self.policy.reads_state:  # the prompt carries the arm state: the tool point and finger opening
+            obs["ee_pos"], obs["gripper"] = self.chain.fk(q)[0], float(state.gripper_m)
         prev = self._prev
         t0 = time.perf_counter()
         mode = self.cfg.inference.cpu_work

@@ -2,7 +2,8 @@
 
 Contract: ``reset()`` at the start of an episode; ``infer(obs) -> (action, stats)`` with ``obs``
 a dict holding ``image`` (and ``wrist_image`` when the model uses two views), uint8 HxWx3, and
-``instruction``; ``action`` is ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` float32 with the
+``instruction`` (and, when the model's tokenizer writes the arm state into the prompt,
+``ee_pos`` [3] m and ``gripper`` finger opening m: ``reads_state``); ``action`` is ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` float32 with the
 gripper binarised as OpenVLA's LIBERO post-processing (1.0 open, 0.0 close); ``stats`` is the
 decoder's ``DecodeStats``. The decoder (AR or speculative, chain or tree, acceptance rule) and
 the precision come from ``PolicyConfig``; with ``PolicyConfig.kinematic`` set, the kinematic
@@ -98,14 +99,27 @@ class EdgePolicy:
         if self.layer is not None:
             self.layer.flush()
 
-    def prompt_ids(self, instruction: str) -> np.ndarray:
+    @property
+    def reads_state(self) -> bool:
+        """Whether observations must carry ``ee_pos`` and ``gripper`` (state tokens in the prompt)."""
+        return self.tokenizer.state is not None
+
+    def check_instruction(self, instruction: str) -> np.ndarray:
+        """The instruction's prompt words (cached); words the model never saw are an error."""
         ids = self._prompts.get(instruction)
         if ids is None:
             unknown = self.tokenizer.unknown_words(instruction)
             if unknown:
                 raise ValueError(f"instruction {instruction!r}: words the model never saw: {unknown}")
-            ids = self._prompts[instruction] = np.asarray(self.tokenizer.prompt_ids(instruction), np.int64)
+            ids = self._prompts[instruction] = np.asarray(self.tokenizer.text_ids(instruction), np.int64)
         return ids
+
+    def prompt_ids(self, obs: dict) -> np.ndarray:
+        """The prompt of an observation: its state tokens (``reads_state``), then the instruction's words."""
+        ids = self.check_instruction(obs["instruction"])
+        if self.tokenizer.state is None:
+            return ids
+        return np.concatenate([np.asarray(self.tokenizer.state.ids(obs), np.int64), ids])
 
     def images(self, obs: dict) -> np.ndarray:
         return np.stack([obs[k] for k in IMAGE_KEYS[: self.n_views]])[None]
@@ -113,7 +127,7 @@ class EdgePolicy:
     def decode(self, obs: dict, decoder: DecoderConfig | None = None) -> tuple[list[int], DecodeStats]:
         """Decode with the configured decoder, or ``decoder`` (benchmarks share one set of engines)."""
         dec = decoder or self.cfg.decoder
-        images, prompt = self.images(obs), self.prompt_ids(obs["instruction"])
+        images, prompt = self.images(obs), self.prompt_ids(obs)
         if self.layer is not None and decoder is None:
             tokens, st, self.last_info = self.layer.decode(self.by_precision, images, prompt, obs)
             return tokens, st

@@ -88,7 +88,9 @@ def load_models(cfg: ExportConfig):
         verifier, man = load_verifier(cfg.artifact)
         drafter = load_drafter(cfg.artifact) if "drafter.pt" in man["files"] else None
         tok = load_tokenizer(cfg.artifact)
-        prompts = [tok.prompt_ids(i) for i in man.get("instructions", [])[:6]] or None
+        # a model that reads the arm state gets one near the workspace centre, gripper open (ignored otherwise)
+        arm = {"ee_pos": (0.5, 0.0, 0.25), "gripper": 0.08}
+        prompts = [tok.prompt_ids(i, arm) for i in man.get("instructions", [])[:6]] or None
         return verifier, drafter, prompts, {"artifact": cfg.artifact, "codec": man["codec"], "model": man["model"]}
     if cfg.source == "hf":
         from export.hf_route import load_hf_verifier

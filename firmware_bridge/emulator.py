@@ -10,7 +10,8 @@ limits; anything else is Nacked and counted, never applied.
 
 Plants: ``ServoPlant`` (numpy: per-joint rate and acceleration limited servo) or any object with
 ``reset(q0)`` and ``step(targets, dt) -> (q, qd)`` (``--plant sim.plant:make_plant`` drives the
-MuJoCo arm). ``start_in_thread(...)`` serves a fresh pty from a thread for tests and the main job;
+MuJoCo arm). JointState's ``gripper_m`` is the plant's measured finger opening when it has
+``gripper_opening_m()`` (a block between the fingers shows), else the commanded opening. ``start_in_thread(...)`` serves a fresh pty from a thread for tests and the main job;
 ``python -m firmware_bridge.emulator`` serves one from a process and prints its path first.
 """
 
@@ -192,8 +193,10 @@ class Emulator:
                 self.q, self.qd = self.plant.step(self.target, dt)
                 if hasattr(self.plant, "set_gripper"):
                     self.plant.set_gripper(self.gripper_m > 0.02)
+                measured = getattr(self.plant, "gripper_opening_m", None)  # a plant with fingers reports them
                 state = JointState(int(now * 1e6), self.last_cmd_seq, self.faults, self.mode,
-                                   tuple(self.q.tolist()), tuple(self.qd.tolist()), self.gripper_m)
+                                   tuple(self.q.tolist()), tuple(self.qd.tolist()),
+                                   float(measured()) if measured is not None else self.gripper_m)
             try:
                 if now >= next_state:
                     self.link.send(state)

@@ -29,6 +29,10 @@ class MujocoPlant:
     def set_gripper(self, open_: bool) -> None:
         self.env.set_joint_targets(self.env.q_cmd, open_)
 
+    def gripper_opening_m(self) -> float:
+        """Measured finger opening (the dataset's ``gripper``), reported in the emulator's state."""
+        return float(self.env.data.qpos[7] + self.env.data.qpos[8])
+
     def step(self, targets, dt: float) -> tuple[np.ndarray, np.ndarray]:
         self.env.set_joint_targets(np.asarray(targets, float), self.env.gripper_open)
         return self.env.physics_step(dt)

@@ -19,7 +19,7 @@ import numpy as np
 
 from sim.scene import BLOCK_HALF_M, PLATE_RADIUS_M
 
-__all__ = ["Task", "SUITES", "get_task", "list_tasks", "TaskError", "PLATE_TOP_M"]
+__all__ = ["Task", "SUITES", "get_task", "list_tasks", "stage_targets", "TaskError", "PLATE_TOP_M"]
 
 PLATE_TOP_M = 0.008
 X_RANGE_M = (0.38, 0.62)
@@ -131,6 +131,25 @@ SUITES: dict[str, tuple[Task, ...]] = {
            ["red", "green", "blue"], [("place", "green", None), ("stack", "red", "blue")], max_steps=220),
     ),
 }
+
+
+def stage_targets(task: Task, seed: int, gripper_labels) -> np.ndarray:
+    """``[T, 4]`` float32, per step of a recorded episode of ``task`` from ``seed``: the x, y (m) of the
+    block the stage in progress picks and of where it puts it (the plate's centre, the block it stacks
+    on, or the block itself for a lift), from the seed's layout. The stage in progress is the number
+    of releases so far (a gripper label going from close, < 0.5, to open), capped at the last stage.
+    Training labels for an auxiliary loss only: a block's position is read where it started."""
+    lay = task.layout(np.random.default_rng(int(seed)))
+    blocks, plate = lay["blocks"], np.asarray(lay["plate"], np.float64)
+    g = np.asarray(gripper_labels, np.float64) >= 0.5
+    releases = np.cumsum(np.r_[False, g[1:] & ~g[:-1]])
+    stage = np.minimum(releases, len(task.stages) - 1)
+    out = np.zeros((g.shape[0], 4), np.float32)
+    for k, (verb, block, target) in enumerate(task.stages):
+        pick = np.asarray(blocks[block][:2])
+        place = plate if verb == "place" else np.asarray(blocks[target][:2]) if verb == "stack" else pick
+        out[stage == k] = np.r_[pick, place]
+    return out
 
 
 def list_tasks(suite: str | None = None) -> list[Task]:

@@ -51,6 +51,7 @@ class WorldPlant:
 
     def __init__(self, env, lock: threading.Lock):
         self.env, self.lock = env, lock
+        self._opening_m = float(env.data.qpos[7] + env.data.qpos[8])
 
     def reset(self, q0) -> None:
         with self.lock:
@@ -61,10 +62,16 @@ class WorldPlant:
         with self.lock:
             self.env.set_joint_targets(self.env.q_cmd, open_)
 
+    def gripper_opening_m(self) -> float:
+        """Measured finger opening (the dataset's ``gripper``) after the last step, for the emulator's state."""
+        return self._opening_m
+
     def step(self, targets, dt: float):
         with self.lock:
             self.env.set_joint_targets(np.asarray(targets, float), self.env.gripper_open)
-            return self.env.physics_step(dt)
+            out = self.env.physics_step(dt)
+            self._opening_m = float(self.env.data.qpos[7] + self.env.data.qpos[8])
+            return out
 
 
 class World:

@@ -36,6 +36,7 @@ class Samples:
     actions: torch.Tensor  # [N, 7] action token ids
     episode: torch.Tensor  # [N] episode index
     data_sha256: str  # hash of the arrays used
+    aux: torch.Tensor | None = None  # [N, 4] stage targets (sim.tasks.stage_targets), NaN where unknown
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -43,7 +44,7 @@ class Samples:
     def subset(self, idx) -> "Samples":
         idx = torch.as_tensor(idx)
         return Samples(self.images[idx], self.prompt[idx], self.prompt_len[idx], self.actions[idx],
-                       self.episode[idx], self.data_sha256)
+                       self.episode[idx], self.data_sha256, None if self.aux is None else self.aux[idx])
 
 
 def dataset_instructions(root: str | Path) -> list[str]:
@@ -51,9 +52,12 @@ def dataset_instructions(root: str | Path) -> list[str]:
 
 
 def load_samples(root, tokenizer: Tokenizer, codec: ActionCodec, n_views: int = 2,
-                 max_episodes: int | None = None) -> Samples:
-    keys = IMAGE_KEYS[:n_views] + ("action",)
-    imgs, prompts, acts, eps = [], [], [], []
+                 max_episodes: int | None = None, stage_targets: bool = False) -> Samples:
+    """With a tokenizer that writes the arm state (``tokenizer.state``) each row's prompt carries its
+    step's state; with ``stage_targets`` the rows get ``aux`` labels (expert episodes only: a
+    relabelled episode's stages are not known from its labels, its rows get NaN)."""
+    keys = IMAGE_KEYS[:n_views] + ("action",) + (("ee_pos", "gripper") if tokenizer.state is not None else ())
+    imgs, prompts, acts, eps, aux = [], [], [], [], []
     digest = hashlib.sha256()
     for n, (rec, arr) in enumerate(iter_episodes(root, keys, relabelled=True)):
         if max_episodes is not None and n >= max_episodes:
@@ -61,8 +65,13 @@ def load_samples(root, tokenizer: Tokenizer, codec: ActionCodec, n_views: int = 
         T = arr["action"].shape[0]
         views = np.stack([arr[k] for k in IMAGE_KEYS[:n_views]], axis=1)  # [T, V, H, W, 3]
         imgs.append(views)
-        ids = tokenizer.prompt_ids(rec["instruction"])
-        prompts.extend([ids] * T)
+        if tokenizer.state is None:
+            prompts.extend([tokenizer.prompt_ids(rec["instruction"])] * T)
+        else:
+            prompts.extend(tokenizer.prompt_ids(rec["instruction"], {"ee_pos": arr["ee_pos"][t], "gripper": arr["gripper"][t]})
+                           for t in range(T))
+        if stage_targets:
+            aux.append(_stage_targets(rec, arr["action"][:, 6]))
         acts.append(codec.encode(arr["action"]))
         eps.append(np.full(T, int(rec["index"])))
         digest.update(arr["action"].tobytes())
@@ -82,7 +91,16 @@ def load_samples(root, tokenizer: Tokenizer, codec: ActionCodec, n_views: int = 
         actions=torch.from_numpy(np.concatenate(acts)),
         episode=torch.from_numpy(np.concatenate(eps)),
         data_sha256=digest.hexdigest(),
+        aux=torch.from_numpy(np.concatenate(aux)) if stage_targets else None,
     )
+
+
+def _stage_targets(rec: dict, gripper_labels: np.ndarray) -> np.ndarray:
+    from sim.tasks import get_task, stage_targets  # training labels only; the runtime never needs them
+
+    if rec.get("relabelled") or "seed" not in rec:
+        return np.full((len(gripper_labels), 4), np.nan, np.float32)
+    return stage_targets(get_task(rec["suite"], rec["task"]), rec["seed"], gripper_labels)
 
 
 def augment_shift(images: torch.Tensor, max_shift_px: int, generator: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,8 @@ Contract:
 - Sequence layout: ``[BOS, v_1 .. v_N, prompt tokens, a_1 .. a_7]``. ``v_i`` are visual tokens
   (a conv stem per camera view, then a linear projector); the rest are token embeddings. With
   ``film`` the stem's channels are scaled and shifted by the mean embedding of the prompt's real
-  tokens (RT-1's FiLM), so the prefill still takes only ``(images, prompt_ids)``.
+  words (RT-1's FiLM; padding and arm-state bin tokens, ``edge.tokenizer.StateSpec``, left out),
+  so the prefill still takes only ``(images, prompt_ids)``.
 - Vocabulary: ``vocab_size = n_text + n_bins``; the last ``n_bins`` ids are the action bins, so
   ``edge.codec.ActionCodec(stats, vocab_size)`` encodes and decodes them (token = vocab - bin).
 - The decoder is Llama-style: RMSNorm, rotary position embeddings, SwiGLU, no biases.
@@ -170,6 +171,7 @@ class VisionEncoder(nn.Module):
         if self.cfg.keypoints:
             attn = torch.softmax(fm.flatten(2) * self.kp_log_temp.exp()[None, :, None], dim=-1)  # [B*V, c, HW]
             kp = (attn @ self.kp_grid.to(attn.dtype)).reshape(B, V, 1, -1)  # [B, V, 1, 2c]
+            self.keypoints = kp[:, :, 0]  # [B, V, 2c], the last call's (a training loss may read them)
             tokens = tokens + self.kp_proj(kp)
         return tokens.reshape(B, -1, tokens.shape[-1])
 
@@ -218,8 +220,8 @@ class Verifier(nn.Module):
         bos = self.embed(torch.full((B, 1), self.BOS, dtype=torch.long, device=images.device))
         words = self.embed(prompt_ids)
         text = None
-        if self.cfg.film:  # mean embedding of the real (non-pad) prompt tokens
-            real = (prompt_ids != self.PAD).to(words.dtype)[..., None]
+        if self.cfg.film:  # mean embedding of the real (non-pad) prompt words; state bin tokens are not words
+            real = ((prompt_ids != self.PAD) & (prompt_ids < self.cfg.n_text)).to(words.dtype)[..., None]
             text = (words * real).sum(1) / real.sum(1).clamp_min(1.0)
         return torch.cat([bos, self.vision(images, text), words], dim=1)
 

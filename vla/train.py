@@ -36,7 +36,7 @@ from vla.data import Samples, augment_shift, dataset_instructions, load_samples
 from vla.drafter import DraftBatch, Drafter, distill_loss, drafter_inputs
 from vla.eval_draft import chain_accept_lengths
 from vla.model import VLAConfig, Verifier
-from edge.tokenizer import Tokenizer
+from edge.tokenizer import StateSpec, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,25 @@ def action_loss(logits: torch.Tensor, tokens: torch.Tensor, n_bins: int, sigma_b
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
+AUX_CENTRE_M = torch.tensor([0.5, 0.0, 0.5, 0.0])  # the table's block area (sim.tasks X_RANGE_M, Y_RANGE_M)
+AUX_SCALE_M = torch.tensor([0.12, 0.22, 0.12, 0.22])
+
+
+def stage_target_loss(pred: torch.Tensor, target_m: torch.Tensor) -> torch.Tensor:
+    """SmoothL1 between ``pred [B, 4]`` and the stage targets ``[B, 4]`` (m; ``sim.tasks.stage_targets``)
+    normalised to about [-1, 1]; rows with NaN labels are left out (0 when there are none).
+
+    The auxiliary task: from the position that predicts the first action token, say where the block
+    the instruction names is and where it goes. Cloned actions say this only through the direction of
+    a 2 cm step, one of 256 bins, which 2 cores of training did not learn well enough to pick the right
+    block (most closed-loop failures)."""
+    ok = torch.isfinite(target_m).all(-1)
+    if not bool(ok.any()):
+        return pred.sum() * 0.0
+    t = (target_m[ok] - AUX_CENTRE_M) / AUX_SCALE_M
+    return F.smooth_l1_loss(pred[ok], t, beta=0.1)
+
+
 @torch.no_grad()
 def ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * weights`` for the floating-point entries of ``model``'s state
@@ -198,21 +217,31 @@ def train_verifier(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
     stats, stats_report = fit_action_stats(args.data)
-    tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text)
+    tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text,
+                          StateSpec(vocab_size=cfg.vocab_size, n_bins=cfg.n_bins) if args.state_tokens else None)
     codec = ActionCodec(stats, cfg.vocab_size, cfg.n_bins)
-    samples = load_samples(args.data, tok, codec, cfg.n_views)
+    samples = load_samples(args.data, tok, codec, cfg.n_views, stage_targets=args.aux_weight > 0)
     train, held = split(samples, args.holdout_every)
     log.info("samples: %d train, %d held-out (every %d-th episode)", len(train), len(held), args.holdout_every)
     model = Verifier(cfg)
     if args.init:  # continue from saved weights (e.g. a committed fp16 verifier.pt) with a fresh optimizer
         model.load_state_dict(widen_inputs(load_state(args.init), model.state_dict()))
         log.info("verifier initialised from %s", args.init)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    aux_head = torch.nn.Linear(cfg.d_model, 4)  # training only: never part of verifier.pt
+    kp_head = torch.nn.Linear(2 * model.vision.view_embed.shape[-1], 4)  # the same from the front view's keypoints
+    use_kp = args.aux_weight > 0 and cfg.keypoints
+    params = list(model.parameters()) + (list(aux_head.parameters()) if args.aux_weight > 0 else []) \
+        + (list(kp_head.parameters()) if use_kp else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     step, ckpt, ema = 0, out / "ckpt_verifier.pt", None
     if args.resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
         ema = state.get("ema")
+        if "aux" in state:
+            aux_head.load_state_dict(state["aux"])
+        if "aux_kp" in state:
+            kp_head.load_state_dict(state["aux_kp"])
     if args.ema:  # the checkpoint's average, else one starting from the weights training starts from
         ema = ema or {k: v.detach().clone() for k, v in model.state_dict().items()}
     else:
@@ -232,8 +261,13 @@ def train_verifier(args) -> int:
                if args.early_steps > 0 or args.switch_steps > 0
                else torch.randint(0, len(train), (args.batch,), generator=gen))  # the v1 artifact's stream
         imgs = augment_shift(train.images[idx], args.shift_px, gen)
-        logits, _ = model.teacher_forced(imgs, train.prompt[idx], train.actions[idx])
+        logits, hidden = model.teacher_forced(imgs, train.prompt[idx], train.actions[idx])
         loss = action_loss(logits, train.actions[idx], cfg.n_bins, sigmas, args.label_smoothing)
+        if args.aux_weight > 0:
+            aux = stage_target_loss(aux_head(hidden[:, -cfg.action_dim - 1]), train.aux[idx])
+            if use_kp:  # a short path: the instruction-modulated stem's keypoints say where the block is
+                aux = aux + stage_target_loss(kp_head(model.vision.keypoints[:, 0]), train.aux[idx])
+            loss = loss + args.aux_weight * aux
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         opt.zero_grad(set_to_none=True)
@@ -247,7 +281,8 @@ def train_verifier(args) -> int:
         last_loss = loss.item()
         bar.set_postfix(loss=f"{last_loss:.3f}")
         if step % args.ckpt_every == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "aux": aux_head.state_dict(),
+                        "aux_kp": kp_head.state_dict(),
                         **({"ema": ema} if ema is not None else {})}, ckpt)
         if args.eval_every and step % args.eval_every == 0 and len(held):
             bar.write(f"step {step}: held-out token accuracy {token_accuracy(model, held)['token_acc']:.3f}")
@@ -365,6 +400,13 @@ def main(argv=None) -> int:
     p.add_argument("--ema", type=float, default=0.0,
                    help="verifier: save an exponential moving average of the weights with this decay "
                         "(e.g. 0.999; 0 = the last step's weights)")
+    p.add_argument("--state-tokens", action="store_true",
+                   help="verifier: write the arm state (tool point, finger opening) into the prompt as bin tokens "
+                        "(edge.tokenizer.StateSpec; saved in tokenizer.json, so policies pass their observation)")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="verifier: weight of an auxiliary loss predicting the stage's block and place positions "
+                        "(sim.tasks.stage_targets) from the first action position, and with keypoints also from the "
+                        "front view's keypoints (0 = off)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model-json", default="", help="VLAConfig overrides as JSON (verifier)")
     args = p.parse_args(argv)
@@ -373,6 +415,8 @@ def main(argv=None) -> int:
     if args.label_sigma_bins > 0 and args.label_smoothing > 0:  # action_loss would drop the smoothing
         p.error("--label-smoothing and --label-sigma-bins: expected one of them, got both "
                 f"({args.label_smoothing}, {args.label_sigma_bins})")
+    if args.aux_weight < 0:
+        p.error(f"--aux-weight: expected >= 0, got {args.aux_weight}")
     if not 0.0 <= args.ema < 1.0:
         p.error(f"--ema: expected a decay in [0, 1), got {args.ema}")
     for name in ("early_steps", "switch_steps"):

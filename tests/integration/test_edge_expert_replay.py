@@ -49,8 +49,12 @@ class ExpertReplay:
         self.inner, self.actions, self.i = inner, actions, 0
         self.cfg = inner.cfg
 
-    def prompt_ids(self, instruction):
-        return self.inner.prompt_ids(instruction)
+    @property
+    def reads_state(self):
+        return self.inner.reads_state
+
+    def check_instruction(self, instruction):
+        return self.inner.check_instruction(instruction)
 
     def reset(self):
         self.i = 0

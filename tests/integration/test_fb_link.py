@@ -167,3 +167,32 @@ def test_reconnect_and_controller_reboot(controller, emulator_only):
         assert not b._state[0].fault_flags & BIT["rebooted"]
     finally:
         b.close()
+
+
+def test_state_reports_the_plants_measured_finger_opening():
+    """A plant with fingers (the MuJoCo arm holding a block) reports their opening, not the command."""
+    from firmware_bridge.emulator import ServoPlant, start_in_thread
+
+    class Fingers(ServoPlant):
+        def gripper_opening_m(self):
+            return 0.0415  # closed on a 4 cm block
+
+    h = start_in_thread(plant=Fingers(ArmLimits.panda()))
+    b = Bridge(BridgeConfig(url=h.path)).connect()
+    try:
+        q = np.asarray(b.latest_state(100).positions)
+        b.send_joint_command(q, gripper_open=False)  # commands 0.0
+        time.sleep(0.05)
+        assert b.latest_state(100).gripper_m == pytest.approx(0.0415, abs=1e-6)
+    finally:
+        b.close()
+        h.stop()
+    h = start_in_thread()  # the numpy servo has no fingers: the commanded opening
+    b = Bridge(BridgeConfig(url=h.path)).connect()
+    try:
+        q = np.asarray(b.latest_state(100).positions)
+        b.send_joint_command(q, gripper_open=False)
+        assert wait_for(lambda: b.latest_state(100).gripper_m == 0.0, 0.5) is not None
+    finally:
+        b.close()
+        h.stop()

@@ -38,7 +38,7 @@ def observations():
         arr = run_episode(env, ScriptedExpert(env), record=True)["arrays"]
         for t in range(len(arr["action"])):
             obs.append({"image": arr["image"][t], "wrist_image": arr["wrist_image"][t],
-                        "instruction": env.task.instruction})
+                        "ee_pos": arr["ee_pos"][t], "gripper": arr["gripper"][t], "instruction": env.task.instruction})
         env.close()
     return obs
 
@@ -48,7 +48,7 @@ def test_r0_speculative_equals_ar_on_500_observations(engines, observations):
     assert len(observations) >= 500
     chain_acc = tree_acc = 0
     for obs in observations[:600]:
-        images, prompt = pol.images(obs), pol.prompt_ids(obs["instruction"])
+        images, prompt = pol.images(obs), pol.prompt_ids(obs)
         ar, _ = decode_ar(pol.models, images, prompt)
         for draft in ("chain", "tree"):
             toks, st = decode_speculative(pol.models, images, prompt, SpecConfig(draft=draft))
@@ -68,7 +68,7 @@ def test_engines_match_pytorch(engines, observations):
     model, _ = load_verifier(ARTIFACT)
     pol = EdgePolicy(PolicyConfig(engines=str(engines)))
     for obs in observations[::50]:
-        images, prompt = pol.images(obs), pol.prompt_ids(obs["instruction"])
+        images, prompt = pol.images(obs), pol.prompt_ids(obs)
         ar, _ = decode_ar(pol.models, images, prompt)
         ref = model.greedy_actions(torch.from_numpy(images), torch.from_numpy(prompt)[None])[0].tolist()
         assert ar == ref

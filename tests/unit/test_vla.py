@@ -1,5 +1,6 @@
 """Reference VLA: shapes, KV cache vs recomputation, padding, tokenizer, training, artifact."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -328,3 +329,66 @@ def test_train_refuses_label_smoothing_with_gaussian_targets(capsys):
         with pytest.raises(SystemExit):
             main(["verifier", "--data", "nowhere", "--out", "nowhere", *extra])
         assert msg in capsys.readouterr().err
+
+
+def test_state_tokens_bin_clip_and_round_trip(tmp_path):
+    from edge.tokenizer import StateSpec
+
+    spec = StateSpec(lo=(0.0, -1.0, 0.0, 0.0), hi=(1.0, 1.0, 0.5, 0.1), vocab_size=64 + 256, n_bins=256)
+    tok = Tokenizer.build(["pick up the red block"], n_text=64, state=spec)
+    obs = {"ee_pos": [0.0, 1.0, 0.25], "gripper": 7.0}  # x at lo, y at hi, z mid, gripper far above hi
+    ids = tok.prompt_ids("pick up the red block", obs)
+    assert ids[:4] == [319, 64, 319 - 128, 64]  # bins 0, 255, 128 (rounded), 255 (clipped); id = vocab - 1 - bin
+    assert ids[4:] == tok.text_ids("pick up the red block")
+    assert all(64 <= i < 320 for i in ids[:4])  # action-bin ids, never words
+    with pytest.raises(ValueError, match=r"missing \['gripper'\]"):
+        tok.prompt_ids("pick up the red block", {"ee_pos": [0, 0, 0]})
+    with pytest.raises(ValueError, match="pass the observation"):
+        tok.prompt_ids("pick up the red block")
+    with pytest.raises(ValueError, match="must be finite"):
+        spec.ids({"ee_pos": [0, float("nan"), 0], "gripper": 0.0})
+    tok.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.state == spec and again.prompt_ids("pick up the red block", obs) == ids
+    plain = Tokenizer.build(["pick up the red block"], n_text=64)
+    assert plain.prompt_ids("pick up the red block", obs) == plain.text_ids("pick up the red block")
+    with pytest.raises(ValueError, match="above the text ids"):
+        Tokenizer.build(["x"], n_text=128, state=StateSpec(vocab_size=300, n_bins=256))
+
+
+def test_film_ignores_state_tokens():
+    torch.manual_seed(0)
+    m = Verifier(dataclasses.replace(CFG, film=True)).eval()
+    torch.nn.init.normal_(m.vision.film.weight, std=0.2)  # a trained FiLM, not the identity
+    img, prompt, _ = batch(2, P=6)
+    state = torch.randint(CFG.n_text, CFG.vocab_size, (2, 4))
+    with torch.no_grad():
+        a = m.prefix_embeds(img, prompt)
+        b = m.prefix_embeds(img, torch.cat([state, prompt], 1))
+        c = m.prefix_embeds(img, torch.cat([torch.full((2, 4), 5), prompt], 1))  # four more words
+    nv = 1 + CFG.n_visual
+    assert torch.equal(a[:, :nv], b[:, :nv])  # the visual tokens see the instruction's words only
+    assert not torch.allclose(a[:, :nv], c[:, :nv])
+
+
+def test_stage_targets_follow_releases_and_aux_loss_skips_nan():
+    from sim.tasks import get_task, stage_targets
+    from vla.train import stage_target_loss
+
+    task = get_task("long", "red_then_green")
+    g = np.array([1, 1, 0, 0, 1, 1, 0, 1, 1], np.float32)  # grasp, release, grasp, release
+    t = stage_targets(task, 5, g)
+    lay = task.layout(np.random.default_rng(5))
+    red, green, plate = lay["blocks"]["red"][:2], lay["blocks"]["green"][:2], lay["plate"]
+    np.testing.assert_allclose(t[:4], [[*red, *plate]] * 4, atol=1e-6)
+    np.testing.assert_allclose(t[4:], [[*green, *plate]] * 5, atol=1e-6)  # capped at the last stage
+    lift = stage_targets(get_task("goal", "lift_blue"), 5, np.zeros(3))
+    np.testing.assert_allclose(lift[:, :2], lift[:, 2:])  # a lift's place is the block itself
+    pred = torch.zeros(3, 4, requires_grad=True)
+    target = torch.tensor([[0.5, 0.0, 0.5, 0.0], [float("nan")] * 4, [0.62, 0.22, 0.38, -0.22]])
+    loss = stage_target_loss(pred, target)
+    assert loss.item() == pytest.approx(F.smooth_l1_loss(torch.zeros(2, 4), torch.tensor([[0.0] * 4, [1.0, 1.0, -1.0, -1.0]]),
+                                                         beta=0.1).item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+    assert stage_target_loss(pred, torch.full((3, 4), float("nan"))).item() == 0.0
