@@ -4,6 +4,10 @@ verifier  fits the codec statistics (calib) and the tokenizer from the dataset, 
           verifier by teacher-forced cross-entropy on the 7 action tokens of every step of the
           successful episodes (random-shift augmentation); writes verifier.pt, tokenizer.json and
           manifest.json into --out.
+grounding pretrains the verifier's vision stem (with FiLM) and word embeddings alone on where the
+          instruction's block and its destination are (``sim.tasks.stage_targets``), on the rows before
+          an episode's first grasp (the block has not moved), several times faster a step than the whole model;
+          writes grounding.pt (``vision.*`` and ``embed.weight``) for ``verifier --init-vision``.
 drafter   self-distillation as Spec-VLA: runs the verifier (from --out) greedily on the dataset,
           trains the drafter on its own greedy tokens (SmoothL1 on features + 0.1 CE), reports
           the accepted length of 6-token chains on held-out episodes at r = 0, 3, 5, 9, and adds
@@ -227,6 +231,9 @@ def train_verifier(args) -> int:
     if args.init:  # continue from saved weights (e.g. a committed fp16 verifier.pt) with a fresh optimizer
         model.load_state_dict(widen_inputs(load_state(args.init), model.state_dict()))
         log.info("verifier initialised from %s", args.init)
+    if args.init_vision:
+        load_vision_init(model, args.init_vision)
+        log.info("vision stem and word embeddings from %s", args.init_vision)
     aux_head = torch.nn.Linear(cfg.d_model, 4)  # training only: never part of verifier.pt
     kp_head = torch.nn.Linear(2 * model.vision.view_embed.shape[-1], 4)  # the same from the front view's keypoints
     use_kp = args.aux_weight > 0 and cfg.keypoints
@@ -305,6 +312,101 @@ def train_verifier(args) -> int:
     return 0
 
 
+def before_first_switch(episode: torch.Tensor, gripper: torch.Tensor) -> torch.Tensor:
+    """Rows before the first change of the ``gripper`` token within their episode (rows of an episode are
+    contiguous, in time order): the block an episode picks first has not moved yet."""
+    n = episode.shape[0]
+    switch = torch.zeros(n, dtype=torch.long)
+    switch[1:] = ((episode[1:] == episode[:-1]) & (gripper[1:] != gripper[:-1])).long()
+    seen = switch.cumsum(0)
+    start = torch.ones(n, dtype=torch.bool)
+    start[1:] = episode[1:] != episode[:-1]
+    at_start = torch.cummax(torch.where(start, torch.arange(n), torch.zeros(n, dtype=torch.long)), 0).values
+    return seen - seen[at_start] == 0
+
+
+def grounding_loss(model: Verifier, head: torch.nn.Module, s: Samples, idx: torch.Tensor,
+                   pick_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, predicted stage targets [B, 4] in m)``: SmoothL1 on the destination for every row and on
+    the block for the rows of ``pick_ok``, from the FiLM-modulated visual tokens alone."""
+    p = s.prompt[idx]
+    words = model.embed(p)
+    real = ((p != model.PAD) & (p < model.cfg.n_text)).to(words.dtype)[..., None]
+    pred = head(model.vision(s.images[idx], (words * real).sum(1) / real.sum(1).clamp_min(1.0)).flatten(1))
+    target = (s.aux[idx] - AUX_CENTRE_M) / AUX_SCALE_M
+    err = F.smooth_l1_loss(pred, target, beta=0.1, reduction="none")
+    w = torch.ones_like(err)
+    w[:, :2] = pick_ok[idx, None].to(err.dtype)
+    err = torch.where(w > 0, err, torch.zeros_like(err))  # a masked label may be NaN
+    return (err * w).sum() / w.sum(), pred.detach() * AUX_SCALE_M + AUX_CENTRE_M
+
+
+def train_grounding(args) -> int:
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
+    stats, _ = fit_action_stats(args.data)
+    tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text)  # the verifier's word ids (same build)
+    s = load_samples(args.data, tok, ActionCodec(stats, cfg.vocab_size, cfg.n_bins), cfg.n_views, stage_targets=True)
+    known = torch.isfinite(s.aux).all(-1)
+    pick_ok = before_first_switch(s.episode, s.actions[:, -1]) & known
+    held = s.episode % args.holdout_every == 0
+    # rows before the first grasp only (on all rows the block's label reaches about 1 row in 4)
+    train_idx = torch.nonzero(pick_ok & ~held).squeeze(1)
+    first = torch.ones(len(s), dtype=torch.bool)
+    first[1:] = s.episode[1:] != s.episode[:-1]
+    held_idx = torch.nonzero(first & held & known).squeeze(1)  # an episode's first step: the hardest case
+    if len(train_idx) == 0:
+        raise SystemExit(f"{args.data}: no rows with stage targets (expert episodes with seeds)")
+    model = Verifier(cfg)
+    head = torch.nn.Sequential(torch.nn.Linear(cfg.n_visual * cfg.d_model, 256), torch.nn.GELU(), torch.nn.Linear(256, 4))
+    params = list(model.vision.parameters()) + list(model.embed.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def held_error_cm() -> float:
+        if len(held_idx) == 0:
+            return float("nan")
+        with torch.no_grad():
+            _, pred = grounding_loss(model, head, s, held_idx, pick_ok)
+        return float((pred[:, :2] - s.aux[held_idx][:, :2]).norm(dim=-1).median() * 100)
+
+    t0 = time.monotonic()
+    bar = tqdm(range(args.steps), desc="grounding", dynamic_ncols=True)
+    for step in bar:
+        idx = train_idx[torch.randint(0, len(train_idx), (args.batch,), generator=gen)]
+        loss, _ = grounding_loss(model, head, s, idx, pick_ok)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            bar.write(f"step {step + 1}: held-out first-step block error, median {held_error_cm():.1f} cm")
+    keep = {k: v for k, v in model.state_dict().items() if k.startswith(("vision.", "embed."))}
+    tmp = out / "grounding.tmp"
+    torch.save({k: v.detach().clone() for k, v in keep.items()}, tmp)
+    tmp.replace(out / "grounding.pt")
+    metrics = {"steps": args.steps, "train_seconds": round(time.monotonic() - t0, 1), "train_rows": len(train_idx),
+               "heldout_first_steps": len(held_idx), "heldout_first_step_block_error_cm_median": held_error_cm()}
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def load_vision_init(model: Verifier, path) -> None:
+    """Overwrite ``model``'s vision stem and word embeddings with a ``grounding.pt``; a key the model
+    lacks or a shape that differs is an error naming it (the configs must match)."""
+    state, own = load_state(path), model.state_dict()
+    for k, v in state.items():
+        if k not in own or own[k].shape != v.shape:
+            raise ValueError(f"{path}: {k}: expected {tuple(own[k].shape) if k in own else 'no such parameter'} "
+                             f"(model {model.cfg}), got {tuple(v.shape)}")
+    model.load_state_dict({**own, **state})
+
+
 @torch.no_grad()
 def greedy_labels(verifier: Verifier, s: Samples, batch: int = 256) -> torch.Tensor:
     out = []
@@ -369,7 +471,7 @@ def train_drafter(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vla.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["verifier", "drafter"])
+    p.add_argument("which", choices=["verifier", "drafter", "grounding"])
     p.add_argument("--data", required=True, help="dataset directory from `python -m sim.collect`")
     p.add_argument("--out", required=True, help="artifact directory (drafter: must hold a trained verifier)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (verifier 12000, drafter 4000)")
@@ -397,6 +499,8 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="continue from --out/ckpt_verifier.pt (weights, optimizer, step)")
     p.add_argument("--init", default="", help="verifier: start from these weights (a verifier.pt), fresh optimizer")
+    p.add_argument("--init-vision", default="",
+                   help="verifier: then take the vision stem and word embeddings from a grounding.pt (`vla.train grounding`)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="verifier: save an exponential moving average of the weights with this decay "
                         "(e.g. 0.999; 0 = the last step's weights)")
@@ -426,12 +530,12 @@ def main(argv=None) -> int:
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')}: expected > 0, got {getattr(args, name)}")
     if args.steps is None:
-        args.steps = 12000 if args.which == "verifier" else 4000
+        args.steps = {"verifier": 12000, "drafter": 4000, "grounding": 3000}[args.which]
     if args.lr is None:
         args.lr = 1e-3
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    return train_verifier(args) if args.which == "verifier" else train_drafter(args)
+    return {"verifier": train_verifier, "drafter": train_drafter, "grounding": train_grounding}[args.which](args)
 
 
 if __name__ == "__main__":

@@ -392,3 +392,41 @@ def test_stage_targets_follow_releases_and_aux_loss_skips_nan():
     loss.backward()
     assert torch.isfinite(pred.grad).all()
     assert stage_target_loss(pred, torch.full((3, 4), float("nan"))).item() == 0.0
+
+
+def test_grounding_pretraining_pieces(tmp_path):
+    from vla.data import Samples
+    from vla.train import before_first_switch, grounding_loss, load_vision_init
+
+    ep = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    grip = torch.tensor([9, 9, 8, 9, 8, 8, 9])  # episode 1 starts closed: only its change counts
+    assert before_first_switch(ep, grip).tolist() == [True, True, False, False, True, True, False]
+
+    torch.manual_seed(0)
+    m = Verifier(dataclasses.replace(CFG, film=True, coord_channels=True))
+    img, prompt, acts = batch(6, seed=1)
+    aux = torch.tensor([[0.45, 0.1, 0.5, -0.1]] * 3 + [[0.6, -0.2, 0.4, 0.2]] * 3)
+    s = Samples(img, prompt, torch.full((6,), prompt.shape[1]), acts, torch.arange(6) // 3, "x", aux)
+    head = torch.nn.Sequential(torch.nn.Linear(CFG.n_visual * CFG.d_model, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    pick_ok = torch.tensor([True, False, False, True, True, True])
+    idx = torch.arange(6)
+    params = list(m.vision.parameters()) + list(m.embed.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    first, _ = grounding_loss(m, head, s, idx, pick_ok)
+    for _ in range(40):
+        loss, _ = grounding_loss(m, head, s, idx, pick_ok)
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert loss.item() < 0.5 * first.item()
+    s.aux[1, :2] = float("nan")  # a row after the grasp: its block label is masked out, even a NaN one
+    again, _ = grounding_loss(m, head, s, idx, pick_ok)
+    assert again.item() == pytest.approx(grounding_loss(m, head, s, idx, pick_ok)[0].item())
+    s.aux[0, :2] = 99.0  # a pick row: counts
+    assert grounding_loss(m, head, s, idx, pick_ok)[0].item() > again.item() + 1.0
+
+    torch.save({k: v for k, v in m.state_dict().items() if k.startswith(("vision.", "embed."))}, tmp_path / "g.pt")
+    fresh = Verifier(dataclasses.replace(CFG, film=True, coord_channels=True))
+    load_vision_init(fresh, tmp_path / "g.pt")
+    assert torch.equal(fresh.vision.stem[0].weight, m.vision.stem[0].weight)
+    assert not torch.equal(fresh.layers[0].qkv.weight, m.layers[0].qkv.weight)  # the decoder is untouched
+    with pytest.raises(ValueError, match="vision.film.weight"):
+        load_vision_init(Verifier(dataclasses.replace(CFG, film=False, coord_channels=True)), tmp_path / "g.pt")
