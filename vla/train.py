@@ -215,12 +215,17 @@ def token_accuracy(model: Verifier, s: Samples, batch: int = 256) -> dict:
             "mean_bin_error_per_dim": (bin_err / total).tolist()}
 
 
-def train_verifier(args) -> int:
+def _start(args) -> tuple[Path, VLAConfig, object, dict]:
+    """Seed, output directory, model config and codec statistics of a verifier or grounding run."""
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
-    stats, stats_report = fit_action_stats(args.data)
+    return (out, cfg, *fit_action_stats(args.data))
+
+
+def train_verifier(args) -> int:
+    out, cfg, stats, stats_report = _start(args)
     tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text,
                           StateSpec(vocab_size=cfg.vocab_size, n_bins=cfg.n_bins) if args.state_tokens else None)
     codec = ActionCodec(stats, cfg.vocab_size, cfg.n_bins)
@@ -342,11 +347,7 @@ def grounding_loss(model: Verifier, head: torch.nn.Module, s: Samples, idx: torc
 
 
 def train_grounding(args) -> int:
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
-    stats, _ = fit_action_stats(args.data)
+    out, cfg, stats, _ = _start(args)
     tok = Tokenizer.build(dataset_instructions(args.data), cfg.n_text)  # the verifier's word ids (same build)
     s = load_samples(args.data, tok, ActionCodec(stats, cfg.vocab_size, cfg.n_bins), cfg.n_views, stage_targets=True)
     known = torch.isfinite(s.aux).all(-1)
