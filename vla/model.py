@@ -219,11 +219,15 @@ class Verifier(nn.Module):
         B = images.shape[0]
         bos = self.embed(torch.full((B, 1), self.BOS, dtype=torch.long, device=images.device))
         words = self.embed(prompt_ids)
-        text = None
-        if self.cfg.film:  # mean embedding of the real (non-pad) prompt words; state bin tokens are not words
-            real = ((prompt_ids != self.PAD) & (prompt_ids < self.cfg.n_text)).to(words.dtype)[..., None]
-            text = (words * real).sum(1) / real.sum(1).clamp_min(1.0)
+        text = self.instruction_embedding(prompt_ids, words) if self.cfg.film else None
         return torch.cat([bos, self.vision(images, text), words], dim=1)
+
+    def instruction_embedding(self, prompt_ids: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, D]``, FiLM's input: the mean embedding of the prompt's real words (padding and arm-state bin
+        tokens left out); ``words`` are the prompt's embeddings when already computed."""
+        words = self.embed(prompt_ids) if words is None else words
+        real = ((prompt_ids != self.PAD) & (prompt_ids < self.cfg.n_text)).to(words.dtype)[..., None]
+        return (words * real).sum(1) / real.sum(1).clamp_min(1.0)
 
     def forward_embeds(self, x, positions, mask, past_kv):
         ks, vs = [], []

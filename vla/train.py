@@ -320,13 +320,10 @@ def train_verifier(args) -> int:
 def before_first_switch(episode: torch.Tensor, gripper: torch.Tensor) -> torch.Tensor:
     """Rows before the first change of the ``gripper`` token within their episode (rows of an episode are
     contiguous, in time order): the block an episode picks first has not moved yet."""
-    n = episode.shape[0]
-    switch = torch.zeros(n, dtype=torch.long)
+    switch = torch.zeros(episode.shape[0], dtype=torch.long)
     switch[1:] = ((episode[1:] == episode[:-1]) & (gripper[1:] != gripper[:-1])).long()
     seen = switch.cumsum(0)
-    start = torch.ones(n, dtype=torch.bool)
-    start[1:] = episode[1:] != episode[:-1]
-    at_start = torch.cummax(torch.where(start, torch.arange(n), torch.zeros(n, dtype=torch.long)), 0).values
+    at_start = torch.arange(episode.shape[0]) - steps_in_episode(episode)
     return seen - seen[at_start] == 0
 
 
@@ -334,10 +331,7 @@ def grounding_loss(model: Verifier, head: torch.nn.Module, s: Samples, idx: torc
                    pick_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, predicted stage targets [B, 4] in m)``: SmoothL1 on the destination for every row and on
     the block for the rows of ``pick_ok``, from the FiLM-modulated visual tokens alone."""
-    p = s.prompt[idx]
-    words = model.embed(p)
-    real = ((p != model.PAD) & (p < model.cfg.n_text)).to(words.dtype)[..., None]
-    pred = head(model.vision(s.images[idx], (words * real).sum(1) / real.sum(1).clamp_min(1.0)).flatten(1))
+    pred = head(model.vision(s.images[idx], model.instruction_embedding(s.prompt[idx])).flatten(1))
     target = (s.aux[idx] - AUX_CENTRE_M) / AUX_SCALE_M
     err = F.smooth_l1_loss(pred, target, beta=0.1, reduction="none")
     w = torch.ones_like(err)
@@ -355,8 +349,7 @@ def train_grounding(args) -> int:
     held = s.episode % args.holdout_every == 0
     # rows before the first grasp only (on all rows the block's label reaches about 1 row in 4)
     train_idx = torch.nonzero(pick_ok & ~held).squeeze(1)
-    first = torch.ones(len(s), dtype=torch.bool)
-    first[1:] = s.episode[1:] != s.episode[:-1]
+    first = steps_in_episode(s.episode) == 0
     held_idx = torch.nonzero(first & held & known).squeeze(1)  # an episode's first step: the hardest case
     if len(train_idx) == 0:
         raise SystemExit(f"{args.data}: no rows with stage targets (expert episodes with seeds)")
