@@ -4,7 +4,8 @@ Contract:
 - Sequence layout: ``[BOS, v_1 .. v_N, prompt tokens, a_1 .. a_7]``. ``v_i`` are visual tokens
   (a conv stem per camera view, then a linear projector); the rest are token embeddings. With
   ``film`` the stem's channels are scaled and shifted by the mean embedding of the prompt's real
-  words (RT-1's FiLM; padding and arm-state bin tokens, ``edge.tokenizer.StateSpec``, left out),
+  words (RT-1's FiLM; padding and arm-state bin tokens, ``edge.tokenizer.StateSpec``, left out;
+  with ``film_norm`` divided by its RMS first),
   so the prefill still takes only ``(images, prompt_ids)``.
 - Vocabulary: ``vocab_size = n_text + n_bins``; the last ``n_bins`` ids are the action bins, so
   ``edge.codec.ActionCodec(stats, vocab_size)`` encodes and decodes them (token = vocab - bin).
@@ -50,6 +51,9 @@ class VLAConfig:
     keypoints: bool = False  # spatial-softmax keypoints (x/y per stem channel) added to each view's tokens
     film: bool = False  # FiLM (RT-1): the instruction scales and shifts every stem channel, so the visual
     #                     tokens already say where the block the instruction names is
+    film_norm: bool = False  # FiLM reads the instruction embedding divided by its RMS, and starts from the
+    #                          verifier's small random init instead of zero: with 0.02-scale embeddings and a
+    #                          zeroed FiLM each one's gradient is the other's tiny value, and grounding stalls
     max_seq: int = 128  # longest sequence (prefix + action + draft tree)
     rope_theta: float = 10000.0  # rotary base
     norm_eps: float = 1e-6  # RMSNorm epsilon
@@ -157,6 +161,8 @@ class VisionEncoder(nn.Module):
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
+        if self.cfg.film and self.cfg.film_norm:
+            text = text * torch.rsqrt(text.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)
         mods = iter(self.film(text).repeat_interleave(V, dim=0).split(
             [n for n in self.film_channels for _ in range(2)], dim=1)) if self.cfg.film else None
         fm = x
@@ -199,7 +205,8 @@ class Verifier(nn.Module):
         if cfg.keypoints:  # zero: a verifier grown from one without keypoints continues unchanged
             nn.init.zeros_(self.vision.kp_proj.weight)
             nn.init.zeros_(self.vision.kp_proj.bias)
-        if cfg.film:  # zero: identity modulation, so a verifier grown from one without FiLM continues unchanged
+        if cfg.film and not cfg.film_norm:  # zero: identity modulation, so a verifier grown from one without FiLM
+            #                                 continues unchanged
             nn.init.zeros_(self.vision.film.weight)
             nn.init.zeros_(self.vision.film.bias)
 

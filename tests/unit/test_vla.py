@@ -116,7 +116,7 @@ def test_tiny_training_lowers_loss():
 
 def test_ema_update_is_the_closed_form_average():
     """After n updates towards fixed weights w from e0: ema = w + (e0 - w) * decay^n; integer buffers copied."""
-    from vla.train import ema_update
+    from vla.train_common import ema_update
 
     m = torch.nn.BatchNorm1d(3)  # floating weights and an integer buffer (num_batches_tracked)
     ema = {k: v.detach().clone() for k, v in m.state_dict().items()}
@@ -198,7 +198,7 @@ def test_artifact_refuses_corruption(tmp_path):
 
 
 def test_early_step_weights():
-    from vla.train import sample_weights, steps_in_episode
+    from vla.rows import sample_weights, steps_in_episode
 
     ep = torch.tensor([4, 4, 4, 4, 8, 8, 11])
     assert steps_in_episode(ep).tolist() == [0, 1, 2, 3, 0, 1, 0]
@@ -209,7 +209,7 @@ def test_early_step_weights():
 def test_gripper_switch_weights_stay_inside_the_episode():
     """Rows around a change of the gripper token are up-weighted; a change across an episode
     boundary is not a switch, and the window does not leak into the neighbouring episode."""
-    from vla.train import near_switch, sample_weights
+    from vla.rows import near_switch, sample_weights
 
     ep = torch.tensor([1, 1, 1, 1, 1, 1, 2, 2, 2, 2])
     grip = torch.tensor([9, 9, 9, 5, 5, 5, 9, 9, 9, 9])  # switch at row 3; 5 -> 9 at row 6 is a new episode
@@ -224,7 +224,7 @@ def grow_from_plain(**flags):
     """A plain verifier and one grown from its weights with the encoder options ``flags`` (``widen_inputs``);
     asserts that both give the same actions on random inputs, which are returned too."""
     import dataclasses
-    from vla.train import widen_inputs
+    from vla.train_common import widen_inputs
 
     torch.manual_seed(0)
     plain = Verifier(CFG).eval()
@@ -280,7 +280,7 @@ def test_film_grows_from_a_plain_verifier_and_conditions_vision_on_the_instructi
 
 
 def test_gaussian_bin_targets_and_loss():
-    from vla.train import action_loss, gaussian_bin_targets
+    from vla.losses import action_loss, gaussian_bin_targets
 
     V, n_bins = CFG.vocab_size, CFG.n_bins
     tok = torch.tensor([[V - 1, V - n_bins, V - 100]])
@@ -303,7 +303,7 @@ def test_gaussian_bin_targets_and_loss():
 
 
 def test_label_sigmas_keep_gripper_and_constant_dims_one_hot():
-    from vla.train import gaussian_bin_targets, label_sigmas
+    from vla.losses import gaussian_bin_targets, label_sigmas
 
     stats = ActionStats(q01=(-0.02, -0.02, -0.02, 0.0, 0.0, -0.1, 0.0),
                         q99=(0.02, 0.02, 0.02, 0.0, 0.0, 0.1, 1.0),
@@ -371,9 +371,27 @@ def test_film_ignores_state_tokens():
     assert not torch.allclose(a[:, :nv], c[:, :nv])
 
 
+def test_film_norm_reads_the_instruction_at_unit_scale_from_the_start():
+    torch.manual_seed(0)
+    m = Verifier(dataclasses.replace(CFG, film=True, film_norm=True)).eval()
+    assert m.vision.film.weight.abs().max() > 0  # not the zeroed identity of plain FiLM
+    img, prompt, _ = batch(2, P=6)
+    other = prompt.clone()
+    other[:, -1] = torch.where(prompt[:, -1] == 7, 8, 7)  # another last word
+    nv = 1 + CFG.n_visual
+    with torch.no_grad():
+        a = m.prefix_embeds(img, prompt)[:, 1:nv]
+        assert not torch.allclose(a, m.prefix_embeds(img, other)[:, 1:nv])  # the words already steer the stem
+        text = m.instruction_embedding(prompt)
+        assert torch.allclose(m.vision(img, 50.0 * text), m.vision(img, 200.0 * text), atol=1e-6)  # scale-free
+        assert torch.allclose(m.vision(img, text), a, atol=1e-6)
+    plain = Verifier(dataclasses.replace(CFG, film=True)).eval()
+    assert plain.vision.film.weight.abs().max() == 0
+
+
 def test_stage_targets_follow_releases_and_aux_loss_skips_nan():
     from sim.tasks import get_task, stage_targets
-    from vla.train import stage_target_loss
+    from vla.losses import stage_target_loss
 
     task = get_task("long", "red_then_green")
     g = np.array([1, 1, 0, 0, 1, 1, 0, 1, 1], np.float32)  # grasp, release, grasp, release
@@ -396,7 +414,9 @@ def test_stage_targets_follow_releases_and_aux_loss_skips_nan():
 
 def test_grounding_pretraining_pieces(tmp_path):
     from vla.data import Samples
-    from vla.train import before_first_switch, grounding_loss, load_vision_init
+    from vla.rows import before_first_switch
+    from vla.train_common import load_vision_init
+    from vla.train_grounding import grounding_loss
 
     ep = torch.tensor([0, 0, 0, 0, 1, 1, 1])
     grip = torch.tensor([9, 9, 8, 9, 8, 8, 9])  # episode 1 starts closed: only its change counts
@@ -428,5 +448,8 @@ def test_grounding_pretraining_pieces(tmp_path):
     load_vision_init(fresh, tmp_path / "g.pt")
     assert torch.equal(fresh.vision.stem[0].weight, m.vision.stem[0].weight)
     assert not torch.equal(fresh.layers[0].qkv.weight, m.layers[0].qkv.weight)  # the decoder is untouched
+    n = CFG.n_text
+    assert torch.equal(fresh.embed.weight[:n], m.embed.weight[:n])  # the words come from grounding.pt
+    assert not torch.equal(fresh.embed.weight[n:], m.embed.weight[n:])  # the action bins stay the model's own
     with pytest.raises(ValueError, match="vision.film.weight"):
         load_vision_init(Verifier(dataclasses.replace(CFG, film=False, coord_channels=True)), tmp_path / "g.pt")
