@@ -22,7 +22,8 @@ from vla.artifact import load_state, save_state, write_manifest
 from vla.data import Samples, augment_shift, dataset_instructions, load_samples
 from vla.losses import action_loss, grounding_head, label_sigmas, stage_target_loss, stem_grounding_loss
 from vla.model import Verifier
-from vla.rows import before_first_switch, near_switch, sample_weights, split, steps_in_episode
+from vla.rows import before_first_switch, near_switch, sample_weights, split
+from vla.train_grounding import first_step_block_error_cm
 from vla.train_common import ema_update, load_vision_init, optimizer_step, start_run, widen_inputs
 
 log = logging.getLogger(__name__)
@@ -41,21 +42,6 @@ def token_accuracy(model: Verifier, s: Samples, batch: int = 256) -> dict:
     model.train()
     return {"token_acc": (correct / total).mean().item(), "token_acc_per_dim": (correct / total).tolist(),
             "mean_bin_error_per_dim": (bin_err / total).tolist()}
-
-
-@torch.no_grad()
-def first_step_block_error_cm(model: Verifier, head: torch.nn.Module, s: Samples) -> float:
-    """Median distance (cm) between the block the grounding head reads off the visual tokens and the one
-    the instruction names, at each episode's first step (arm at home: the hardest case)."""
-    idx = torch.nonzero((steps_in_episode(s.episode) == 0) & torch.isfinite(s.aux).all(-1)).squeeze(1)
-    if len(idx) == 0:
-        return float("nan")
-    was = model.training
-    model.eval()
-    tokens = model.vision(s.images[idx], model.instruction_embedding(s.prompt[idx]))
-    model.train(was)
-    _, pred = stem_grounding_loss(head, tokens, s.aux[idx], torch.ones(len(idx), dtype=torch.bool))
-    return float((pred[:, :2] - s.aux[idx][:, :2]).norm(dim=-1).median() * 100)
 
 
 def train_verifier(args) -> int:
