@@ -56,8 +56,6 @@ def action_loss(logits: torch.Tensor, tokens: torch.Tensor, n_bins: int, sigma_b
 
 
 AUX_CENTRE_M = torch.tensor([0.5, 0.0, 0.5, 0.0])  # the table's block area (sim.tasks X_RANGE_M, Y_RANGE_M)
-
-
 AUX_SCALE_M = torch.tensor([0.12, 0.22, 0.12, 0.22])
 
 

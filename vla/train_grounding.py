@@ -36,11 +36,7 @@ def first_step_block_error_cm(model: Verifier, head: torch.nn.Module, s: Samples
     idx = torch.nonzero((steps_in_episode(s.episode) == 0) & torch.isfinite(s.aux).all(-1)).squeeze(1)
     if len(idx) == 0:
         return float("nan")
-    was = model.training
-    model.eval()
-    tokens = model.vision(s.images[idx], model.instruction_embedding(s.prompt[idx]))
-    model.train(was)
-    _, pred = stem_grounding_loss(head, tokens, s.aux[idx], torch.ones(len(idx), dtype=torch.bool))
+    _, pred = grounding_loss(model, head, s, idx, torch.ones(len(s), dtype=torch.bool))
     return float((pred[:, :2] - s.aux[idx][:, :2]).norm(dim=-1).median() * 100)
 
 
