@@ -1,12 +1,14 @@
 """``python -m vla.train drafter``: Spec-VLA's self-distillation. Runs the verifier (from ``--out``) greedily
 on the dataset, trains the drafter on its own greedy tokens (SmoothL1 on features + 0.1 CE), reports the
 accepted length of 6-token chains on held-out episodes at r = 0, 3, 5, 9, and adds drafter.pt and the
-metrics to the manifest.
+metrics to the manifest. ``--init DRAFTER.pt`` starts from an earlier drafter (one distilled for the
+verifier this one was fine-tuned from), with a fresh optimizer.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 import time
@@ -16,13 +18,16 @@ import torch
 from tqdm import tqdm
 
 from edge.codec import ActionStats
-from vla.artifact import load_codec, load_manifest, load_tokenizer, load_verifier, save_state, write_manifest
+from vla.artifact import (load_codec, load_manifest, load_state, load_tokenizer, load_verifier, save_state,
+                          write_manifest)
 from vla.data import Samples, load_samples
 from vla.drafter import DraftBatch, Drafter, distill_loss, drafter_inputs
 from vla.eval_draft import chain_accept_lengths
 from vla.model import Verifier
 from vla.rows import random_subset, split
 from vla.train_common import optimizer_step
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -52,6 +57,9 @@ def train_drafter(args) -> int:
                                            train.actions[i:i + 256])
                             for i in tqdm(range(0, len(train), 256), desc="verifier features", dynamic_ncols=True)])
     drafter = Drafter(cfg)
+    if args.init:  # re-distil an earlier drafter for a fine-tuned verifier instead of starting from scratch
+        drafter.load_state_dict(load_state(args.init))
+        log.info("drafter initialised from %s", args.init)
     opt = torch.optim.AdamW(drafter.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.monotonic()

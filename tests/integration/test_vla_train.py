@@ -1,10 +1,11 @@
-"""``python -m vla.train grounding`` then ``verifier --init-vision --ground-weight`` end to end on a tiny
-collected dataset: the files, the handed-over weights and the reported metrics (not the model's quality)."""
+"""``python -m vla.train grounding``, ``verifier --init-vision --ground-weight``, then ``drafter`` and
+``drafter --init`` end to end on a tiny collected dataset: the files, the handed-over weights and the reported metrics (not the model's quality)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import torch
 
@@ -16,7 +17,7 @@ MODEL = json.dumps({"coord_channels": True, "film": True, "film_norm": True, "d_
                     "n_heads": 2, "ffn_dim": 64})
 
 
-def test_grounding_then_verifier_from_it(tmp_path, caplog):
+def test_grounding_then_verifier_then_drafter(tmp_path, caplog):
     data, g, v = tmp_path / "d", tmp_path / "g", tmp_path / "v"
     assert collect(["--suite", "spatial", "--episodes", "2", "--out", str(data)]) == 0
     common = ["--data", str(data), "--model-json", MODEL, "--batch", "4", "--holdout-every", "2", "--threads", "1"]
@@ -34,3 +35,13 @@ def test_grounding_then_verifier_from_it(tmp_path, caplog):
     state = load_state(v / "verifier.pt")
     assert not any(k.startswith("ground_head.") for k in state)  # the training heads never reach the artifact
     assert not torch.equal(state["vision.stem.0.weight"], saved["vision.stem.0.weight"])  # trained on from there
+
+    assert train(["drafter", "--out", str(v), "--steps", "2", "--warmup", "1", "--eval-samples", "8", *common]) == 0
+    first = load_state(v / "drafter.pt")
+    shutil.copy(v / "drafter.pt", tmp_path / "first_drafter.pt")
+    # at learning rate 0 a re-distilled drafter is exactly the one it started from; a fresh one would not be
+    assert train(["drafter", "--out", str(v), "--steps", "1", "--warmup", "1", "--lr", "0", "--eval-samples", "8",
+                  "--init", str(tmp_path / "first_drafter.pt"), *common]) == 0
+    assert "drafter initialised from" in caplog.text
+    again = load_state(v / "drafter.pt")
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
