@@ -18,8 +18,11 @@ the steps and the expert on the others, while the expert labels every state. The
 ones the learned policy reaches (its own drift, a wrong block, a grasp too low), the labels how to
 recover from them. Such episodes are marked ``"relabelled": true`` with ``driver_steps``; trainers
 keep them whether or not they succeeded, calibration (which fits the arm's motion) skips them.
-The driver is asked only on the steps it executes; the expert's give-up limits are scaled by
-1 / (its share of the steps), so it does not skip a waypoint the driver kept it from reaching.
+The driver is asked only on the steps it executes. ``--labels plan`` (the default) labels with
+``ScriptedExpert``, whose waypoints are planned at each stage's start (its give-up limits are
+scaled by 1 / (its share of the steps), so it does not skip a waypoint the driver kept it from
+reaching); ``--labels reactive`` with ``sim.reactive``'s expert, which reads the task's phase from
+the current state every step.
 """
 
 from __future__ import annotations
@@ -121,9 +124,15 @@ def _one(args):
             exec_noise = ExecNoise(seed, *noise) if any(noise) else None
             res = run_episode(env, ScriptedExpert(env, grasp_yaw=grasp_yaw), record=True, exec_noise=exec_noise)
         else:
-            spec, kwargs, share = driver
-            patience = 1.0 / (1.0 - share) if share < 1.0 else float("inf")
-            mix = DriverMix(ScriptedExpert(env, patience, grasp_yaw), worker_policy(spec, kwargs), share, seed)
+            spec, kwargs, share, labels = driver
+            if labels == "reactive":
+                from sim.reactive import ReactiveExpert
+
+                expert = ReactiveExpert(env)
+            else:
+                patience = 1.0 / (1.0 - share) if share < 1.0 else float("inf")
+                expert = ScriptedExpert(env, patience, grasp_yaw)
+            mix = DriverMix(expert, worker_policy(spec, kwargs), share, seed)
             res = run_episode(env, mix, record=True, exec_noise=mix.execute)
             extra = {"relabelled": True, "driver_steps": mix.driver_steps}
     finally:
@@ -161,7 +170,8 @@ def info_json(image_size: int, noise: tuple[float, float] = (0.0, 0.0), start_ji
         "expert": GRASP_YAWS[grasp_yaw],
         "exec_noise": {"xyz_m": noise[0], "yaw_rad": noise[1]},
         "start_jitter_m": start_jitter_m,
-        "driver": None if driver is None else {"policy": driver[0], "kwargs": driver[1], "share": driver[2]},
+        "driver": None if driver is None else {"policy": driver[0], "kwargs": driver[1], "share": driver[2],
+                                               "labels": driver[3]},
     }
 
 
@@ -189,6 +199,10 @@ def main(argv=None) -> int:
     p.add_argument("--driver-kwargs", default="{}", help="JSON keyword arguments for the driver's factory")
     p.add_argument("--driver-share", type=float, default=0.5,
                    help="fraction of the steps the driver executes (seeded per episode); the expert executes the rest")
+    p.add_argument("--labels", choices=("plan", "reactive"), default="plan",
+                   help="with --driver: who labels the states. plan: ScriptedExpert, waypoints planned at each "
+                   "stage's start (the labels of the DAgger rounds so far); reactive (sim.reactive): the step "
+                   "chosen from the current state every step")
     args = p.parse_args(argv)
     from sim.env import MAX_START_JITTER_M
 
@@ -210,7 +224,9 @@ def main(argv=None) -> int:
             p.error(f"--driver-kwargs: not valid JSON: {exc}")
         if not isinstance(kwargs, dict):
             p.error(f"--driver-kwargs: expected a JSON object, got {args.driver_kwargs!r}")
-        driver = (args.driver, kwargs, args.driver_share)
+        if args.labels == "reactive" and args.grasp_yaw != "fixed":
+            p.error("--labels reactive: only with --grasp-yaw fixed (expert v6)")
+        driver = (args.driver, kwargs, args.driver_share, args.labels)
     from sim.rollout import episode_plan
     from sim.tasks import TaskError
 

@@ -123,7 +123,14 @@ def test_driver_collection_records_expert_labels_of_the_driven_states(tmp_path):
     assert 0 < rec["driver_steps"] < rec["length"]
     with np.load(half / "data" / "episode_000000.npz") as z:
         assert np.ptp(z["ee_pos"], axis=0).max() > 0.02  # the expert's half of the steps moved it
+    react = tmp_path / "react"
+    assert main(["--suite", "object", "--episodes", "1", "--out", str(react), "--driver-share", "1", "--labels", "reactive",
+                 "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
+    assert json.loads((react / "meta" / "info.json").read_text())["driver"]["labels"] == "reactive"
+    with np.load(react / "data" / "episode_000000.npz") as z:  # sim.reactive labels the held arm: towards the block
+        assert np.linalg.norm(z["action"][:, :3], axis=1).min() > 1e-3 and (z["action"][:, 6] == 1.0).all()
     for bad in (["--driver", "nomodule"], ["--driver", "a:b", "--driver-share", "0"],
+                ["--driver", "a:b", "--labels", "reactive", "--grasp-yaw", "block"],
                 ["--driver", "a:b", "--noise-m", "0.01"], ["--driver", "a:b", "--driver-kwargs", "[1]"]):
         with pytest.raises(SystemExit) as exc:
             main(["--suite", "object", "--episodes", "1", "--out", str(tmp_path / "bad"), *bad])
