@@ -5,7 +5,10 @@ them in order. That is right for demonstrations, where it moves the arm itself. 
 (``sim.collect --driver``, DAgger) its label of a state depends on the waypoints it has passed, not
 only on the state: a block the driver knocked or carried off keeps its planned position, a grasp
 the driver interrupted is waited for until the give-up limit. DAgger assumes the expert's label is
-a function of the state alone; this expert's is.
+a function of the state alone; this expert's is. Measured with artifact v3 driving 75% of the steps
+(``sim.collect --suite all --episodes 50 --seed-start 40000 --start-jitter-m 0.08 --driver-share
+0.75``): the planning expert's quarter of the steps brought 27 of 200 episodes to success, this
+one's 186.
 
 ``ReactiveExpert(env)`` has the same interface and the same motion primitives (``feedback_step``
 towards a target from the commanded tool pose, the gripper zones, the grip waits) but no queue.
