@@ -23,6 +23,8 @@ the phase from the state:
 - grasped: ``lift`` -> up; otherwise the goal (the plate, beside an earlier block, or on the
   target block, as ``ScriptedExpert``): low and far from it -> straight up, then over it at
   travel height, then down, "open" in the zone;
+- the block where the stage wants it but still touched by a finger (a release under way) -> open,
+  standing still;
 - every stage done: straight up to travel height, then stand still with the last gripper label.
 
 Only ``grasp_yaw="fixed"`` (expert v6): the tool keeps its start yaw.
