@@ -103,7 +103,7 @@ def test_driver_collection_records_expert_labels_of_the_driven_states(tmp_path):
     from sim.collect import main
 
     out = tmp_path / "dg"
-    assert main(["--suite", "object", "--episodes", "2", "--out", str(out), "--driver-share", "1",
+    assert main(["--suite", "object", "--episodes", "2", "--out", str(out), "--driver-share", "1", "--labels", "plan",
                  "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
     eps = [json.loads(l) for l in (out / "meta" / "episodes.jsonl").read_text().splitlines()]
     assert all(e["relabelled"] and not e["success"] and e["driver_steps"] == e["length"] for e in eps)
@@ -117,15 +117,15 @@ def test_driver_collection_records_expert_labels_of_the_driven_states(tmp_path):
     assert [r["index"] for r, _ in iter_episodes(out, relabelled=True)] == [0, 1]
 
     half = tmp_path / "half"
-    assert main(["--suite", "object", "--episodes", "1", "--out", str(half), "--driver-share", "0.5",
+    assert main(["--suite", "object", "--episodes", "1", "--out", str(half), "--driver-share", "0.5", "--labels", "plan",
                  "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
     (rec,) = [json.loads(l) for l in (half / "meta" / "episodes.jsonl").read_text().splitlines()]
     assert 0 < rec["driver_steps"] < rec["length"]
     with np.load(half / "data" / "episode_000000.npz") as z:
         assert np.ptp(z["ee_pos"], axis=0).max() > 0.02  # the expert's half of the steps moved it
     react = tmp_path / "react"
-    assert main(["--suite", "object", "--episodes", "1", "--out", str(react), "--driver-share", "1", "--labels", "reactive",
-                 "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0
+    assert main(["--suite", "object", "--episodes", "1", "--out", str(react), "--driver-share", "1",
+                 "--driver", "tests.integration.test_sim:make_do_nothing"]) == 0  # reactive labels by default
     assert json.loads((react / "meta" / "info.json").read_text())["driver"]["labels"] == "reactive"
     with np.load(react / "data" / "episode_000000.npz") as z:  # sim.reactive labels the held arm: towards the block
         assert np.linalg.norm(z["action"][:, :3], axis=1).min() > 1e-3 and (z["action"][:, 6] == 1.0).all()
