@@ -51,7 +51,7 @@ import numpy as np
 from sim.env import FINGER_OPEN_M
 from sim.scene import BLOCK_HALF_M
 
-__all__ = ["GRASP_YAWS", "ScriptedExpert", "feedback_step"]
+__all__ = ["GRASP_YAWS", "ScriptedExpert", "commanded_yaw", "feedback_step", "finger_opening_m", "release_pose"]
 
 HOVER_Z_M = 0.14  # travel height of the tool point
 GRASP_Z_M = 0.05  # tool point height when grasping a block resting on the table
@@ -80,6 +80,33 @@ def feedback_step(err: np.ndarray | float, v_max: float, v_min: float, gain: flo
         return np.zeros_like(e) if np.ndim(err) else 0.0
     step = e / d * min(d, max(v_min, min(v_max, gain * d)))
     return step if np.ndim(err) else float(step[0])
+
+
+def commanded_yaw(env) -> float:
+    """Yaw of the commanded tool pose (``env.target_rot`` = Rz(yaw) @ R_DOWN: the tool's x axis is (cos yaw, sin yaw, 0))."""
+    r = env.target_rot
+    return math.atan2(r[1, 0], r[0, 0])
+
+
+def finger_opening_m(env) -> float:
+    return float(env.data.qpos[7] + env.data.qpos[8])
+
+
+def release_pose(stages, index: int, st: dict, yaw: float) -> np.ndarray:
+    """Tool point where stage ``index`` (place or stack) lets its block go, from the state ``st``: on the
+    target block, or on the plate (with two place stages, the first and the second block side by side
+    across the fingers, whose axis is at ``yaw``)."""
+    verb, _, target = stages[index]
+    if verb == "stack":
+        t = st["blocks"][target]
+        return np.array([t[0], t[1], t[2] + 2 * BLOCK_HALF_M + GRASP_Z_M - BLOCK_HALF_M + 0.006])
+    plate = st["plate"]
+    n_on = sum(1 for s in stages[:index] if s[0] == "place")
+    across = np.array([math.cos(yaw), math.sin(yaw)])
+    two = sum(1 for s in stages if s[0] == "place") > 1
+    off = (-0.026 if n_on == 0 else 0.026) if two else 0.0
+    xy = plate[:2] + off * across
+    return np.array([xy[0], xy[1], 0.008 + GRASP_Z_M + 0.006])
 
 
 def _yaw_of(quat) -> float:
@@ -131,8 +158,8 @@ class ScriptedExpert:
         k = round((self.plan_yaw - theta) / (math.pi / 2))
         return theta + k * math.pi / 2
 
-    def _plan_stage(self, stage) -> None:
-        verb, block, target = stage
+    def _plan_stage(self, index: int) -> None:
+        verb, block, _ = self.env.task.stages[index]
         st = self.env.state()
         b = st["blocks"][block]
         yaw = self._aligned_yaw(block)
@@ -144,44 +171,26 @@ class ScriptedExpert:
             self._move([b[0], b[1], 0.22], yaw, 0.0)
             return
         self._move([b[0], b[1], HOVER_Z_M + 0.01], yaw, 0.0)
-        if verb == "stack":
-            t = st["blocks"][target]
-            goal = np.array([t[0], t[1], t[2] + 2 * BLOCK_HALF_M + GRASP_Z_M - BLOCK_HALF_M + 0.006])
-        else:  # place on the plate; a second block goes beside the first, across the fingers
-            plate = st["plate"]
-            n_on = sum(1 for v in self.placed if v)
-            across = np.array([math.cos(yaw), math.sin(yaw)])
-            two = sum(1 for s in self.env.task.stages if s[0] == "place") > 1
-            off = (-0.026 if n_on == 0 else 0.026) if two else 0.0
-            xy = plate[:2] + off * across
-            goal = np.array([xy[0], xy[1], 0.008 + GRASP_Z_M + 0.006])
+        goal = release_pose(self.env.task.stages, index, st, yaw)
         self._move([goal[0], goal[1], HOVER_Z_M + 0.01], yaw, 0.0)
         self._move(goal, yaw, 0.0, (OPEN_ZONE_M, 1.0))
         self._grip(1.0)
         self._move([goal[0], goal[1], HOVER_Z_M + 0.02], yaw, 1.0)
-        self.placed.append(verb == "place")
 
     # policy ---------------------------------------------------------------------------------
-    def _commanded_yaw(self) -> float:
-        r = self.env.target_rot  # Rz(yaw) @ R_DOWN: the tool's x axis is (cos yaw, sin yaw, 0)
-        return math.atan2(r[1, 0], r[0, 0])
-
-    def _opening(self) -> float:
-        return float(self.env.data.qpos[7] + self.env.data.qpos[8])
-
     def _action(self):
         """The action for the head of the queue, or None when that waypoint is done."""
         kind, xyz, yaw, grip, zone = self.queue[0]
         self.wp_steps += 1
         if kind == "grip":
-            opening = self._opening()
+            opening = finger_opening_m(self.env)
             there = (opening >= 2 * FINGER_OPEN_M - GRIP_OPENED_MARGIN_M if grip > 0.5
                      else opening <= 2 * BLOCK_HALF_M + GRIP_HELD_MARGIN_M)
             if there or self.wp_steps > self.max_grip_steps:
                 return None
             return np.array([0, 0, 0, 0, 0, 0, grip], float)
         dp = xyz - self.env.target_pos
-        dyaw = (yaw - self._commanded_yaw() + math.pi) % (2 * math.pi) - math.pi
+        dyaw = (yaw - commanded_yaw(self.env) + math.pi) % (2 * math.pi) - math.pi
         if (np.linalg.norm(dp) < 1e-4 and abs(dyaw) < 1e-3) or self.wp_steps > self.max_wp_steps:
             return None
         if zone is not None:
@@ -196,15 +205,14 @@ class ScriptedExpert:
     def infer(self, obs: dict) -> np.ndarray:
         if not self.started:  # first call of the episode: plan from the commanded pose
             self.started = True
-            self.plan_yaw = self._commanded_yaw()
-            self.placed: list[bool] = []
+            self.plan_yaw = commanded_yaw(self.env)
             self.wp_steps = 0
         while True:
             while not self.queue:
                 stages = self.env.task.stages
                 if self.stage >= len(stages):  # done: stay put with the last gripper state
                     return np.array([0, 0, 0, 0, 0, 0, 1.0 if stages[-1][0] != "lift" else 0.0], np.float32)
-                self._plan_stage(stages[self.stage])
+                self._plan_stage(self.stage)
                 self.stage += 1
             a = self._action()
             if a is not None:

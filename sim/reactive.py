@@ -38,7 +38,8 @@ import numpy as np
 
 from sim.env import FINGER_OPEN_M
 from sim.expert import (CLOSE_ZONE_M, GRASP_Z_M, GRIP_HELD_MARGIN_M, GRIP_OPENED_MARGIN_M, HOVER_Z_M, MIN_STEP_M,
-                        MIN_YAW_RAD, OPEN_ZONE_M, V_MAX_M, YAW_MAX_RAD, ZONE_XY_M, feedback_step)
+                        MIN_YAW_RAD, OPEN_ZONE_M, V_MAX_M, YAW_MAX_RAD, ZONE_XY_M, commanded_yaw, feedback_step,
+                        finger_opening_m, release_pose)
 from sim.scene import BLOCK_HALF_M
 
 __all__ = ["ReactiveExpert"]
@@ -55,34 +56,12 @@ class ReactiveExpert:
     def reset(self) -> None:
         self.started = False
 
-    # state ----------------------------------------------------------------------------------
-    def _opening(self) -> float:
-        return float(self.env.data.qpos[7] + self.env.data.qpos[8])
-
-    def _commanded_yaw(self) -> float:
-        r = self.env.target_rot
-        return math.atan2(r[1, 0], r[0, 0])
-
-    def _goal(self, stage_index: int, st: dict) -> np.ndarray:
-        """Release pose of a place or stack stage (the tool point), as ``ScriptedExpert`` plans it."""
-        verb, _, target = self.env.task.stages[stage_index]
-        if verb == "stack":
-            t = st["blocks"][target]
-            return np.array([t[0], t[1], t[2] + 2 * BLOCK_HALF_M + GRASP_Z_M - BLOCK_HALF_M + 0.006])
-        stages = self.env.task.stages
-        two = sum(1 for s in stages if s[0] == "place") > 1
-        n_on = sum(1 for s in stages[:stage_index] if s[0] == "place")
-        across = np.array([math.cos(self.plan_yaw), math.sin(self.plan_yaw)])
-        off = (-0.026 if n_on == 0 else 0.026) if two else 0.0
-        xy = np.asarray(st["plate"][:2]) + off * across
-        return np.array([xy[0], xy[1], 0.008 + GRASP_Z_M + 0.006])
-
     # motion ---------------------------------------------------------------------------------
     def _toward(self, target, grip: float, zone: tuple | None = None) -> np.ndarray:
         dp = np.asarray(target, float) - self.env.target_pos
         if zone is not None and abs(dp[2]) < zone[0] and np.linalg.norm(dp[:2]) < ZONE_XY_M:
             grip = zone[1]
-        dyaw = (self.plan_yaw - self._commanded_yaw() + math.pi) % (2 * math.pi) - math.pi
+        dyaw = (self.plan_yaw - commanded_yaw(self.env) + math.pi) % (2 * math.pi) - math.pi
         step = feedback_step(dp, V_MAX_M, MIN_STEP_M) if np.linalg.norm(dp) >= 1e-4 else np.zeros(3)
         ystep = feedback_step(dyaw, YAW_MAX_RAD, MIN_YAW_RAD) if abs(dyaw) >= 1e-3 else 0.0
         return np.concatenate([step, [0.0, 0.0, ystep, grip]])
@@ -103,14 +82,14 @@ class ReactiveExpert:
     def infer(self, obs: dict) -> np.ndarray:
         if not self.started:
             self.started = True
-            self.plan_yaw = self._commanded_yaw()
+            self.plan_yaw = commanded_yaw(self.env)
         return self._label().astype(np.float32)
 
     def _label(self) -> np.ndarray:
         env, st = self.env, self.env.state()
         stages = env.task.stages
         todo = [i for i, s in enumerate(stages) if not env.task.stage_done(s, st)]
-        opening = self._opening()
+        opening = finger_opening_m(self.env)
         pos = env.target_pos
         if not todo:
             grip = 0.0 if stages[-1][0] == "lift" else 1.0
@@ -135,5 +114,5 @@ class ReactiveExpert:
             return self._stand(0.0)  # still closing on the block
         if verb == "lift":
             return self._toward([pos[0], pos[1], 0.22], 0.0)
-        goal = self._goal(i, st)
+        goal = release_pose(stages, i, st, self.plan_yaw)
         return self._over(goal, HOVER_Z_M + 0.01, 0.0, (OPEN_ZONE_M, 1.0))

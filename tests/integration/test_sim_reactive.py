@@ -19,13 +19,13 @@ def test_reactive_expert_completes_a_task_of_every_suite(suite, task):
     assert res["success"], (suite, task, res["length"])
 
 
-def labels_after_an_interrupted_grasp(expert_cls):
+def labels_after_an_interrupted_grasp():
     """The expert drives until it says "close" over the block; then a driver opens the fingers and
     moves the tool up 6 cm and 10 cm sideways; the expert's label of the state it reaches."""
     env = ArmEnv("spatial", 0, 50002, image_size=32)
     try:
         env.reset()
-        expert = expert_cls(env)
+        expert = ReactiveExpert(env)
         expert.reset()
         for _ in range(80):
             a = expert.infer(None)
@@ -45,7 +45,7 @@ def labels_after_an_interrupted_grasp(expert_cls):
 
 
 def test_reactive_labels_lead_back_to_the_block_after_an_interrupted_grasp():
-    label, to_block = labels_after_an_interrupted_grasp(ReactiveExpert)
+    label, to_block = labels_after_an_interrupted_grasp()
     assert np.linalg.norm(to_block) > 0.05  # the driver moved the tool well off the block
     cos = label[:2] @ to_block / (np.linalg.norm(label[:2]) * np.linalg.norm(to_block))
     assert cos > 0.9 and label[6] == 1.0, label  # back towards it, fingers open
