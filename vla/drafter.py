@@ -12,7 +12,9 @@ Contract:
 - ``drafter_inputs`` moves a left-padded prompt's padding to the front and masks it out, so
   training sees exactly the sequences (pairing, positions, keys) the runtime sees.
 - ``distill_loss`` is Spec-VLA's: SmoothL1 on features + 0.1 cross-entropy between the verifier's
-  and the drafter's token distributions, on the 6 positions that draft action tokens 2..7.
+  and the drafter's token distributions, on the 6 positions that draft action tokens 2..7; with
+  ``unroll`` > 1 also on the drafter's own chained features (``unrolled_passes``: after 6 passes
+  every position is computed as the runtime's chain computes it, for the accepted tokens).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from vla.model import DecoderLayer, RMSNorm, VLAConfig, causal_mask
 
-__all__ = ["Drafter", "DraftBatch", "distill_loss", "drafter_inputs"]
+__all__ = ["Drafter", "DraftBatch", "distill_loss", "drafter_inputs", "unrolled_passes"]
 
 
 class Drafter(nn.Module):
@@ -96,20 +98,39 @@ def drafter_inputs(verifier, images, prompt_ids, action_tokens) -> DraftBatch:
     return DraftBatch(hidden[:, :-1], x[:, 1:], pos[:, :-1], valid[:, :-1], L - action_tokens.shape[1])
 
 
-def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0.0, p_weight: float = 0.1):
-    """Spec-VLA loss on the positions that draft tokens 2..7; returns ``(loss, stats)``."""
+def unrolled_passes(drafter: Drafter, batch: DraftBatch, feat_in: torch.Tensor, passes: int):
+    """Yield the drafter's output ``[B, L-1, D]`` of each pass; pass j > 0 reads pass j-1's
+    predictions ``f_hat_T .. f_hat_{T+5}`` in place of ``feat_in``'s action positions."""
+    T, B = batch.T, feat_in.shape[0]
+    mask = key_mask(batch.key_valid)
+    cur = feat_in
+    for j in range(max(1, passes)):
+        pred, _ = drafter(cur, batch.next_emb, batch.positions, mask, drafter.empty_kv(B, feat_in.device))
+        yield pred
+        cur = torch.cat([feat_in[:, :T], pred[:, T - 1 : T + 5]], dim=1)
+
+
+def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0.0, p_weight: float = 0.1,
+                 unroll: int = 1):
+    """Spec-VLA loss on the positions that draft tokens 2..7; returns ``(loss, stats)``.
+
+    ``unroll`` > 1 trains on the drafter's own features as the runtime's chain feeds them: pass j
+    replaces the inputs at the action positions (``f_T .. f_{T+5}``) with pass j-1's predictions
+    (gradients flow through), so after k+1 passes the output drafting token k+2 is computed exactly
+    as ``draft_chain`` computes it. The loss is the mean over passes; ``top1`` is the last pass's."""
     feat, T = batch.feat, batch.T
-    B = feat.shape[0]
     inp = feat + noise * (torch.rand_like(feat) - 0.5) if noise > 0 else feat
-    pred, _ = drafter(inp, batch.next_emb, batch.positions, key_mask(batch.key_valid), drafter.empty_kv(B, feat.device))
     sel = slice(T - 1, T + 5)  # outputs predicting f_T .. f_{T+5} -> tokens a_2 .. a_7
     target_f = feat[:, T : T + 6]
-    pred_f = pred[:, sel]
-    v_loss = F.smooth_l1_loss(pred_f, target_f)
     with torch.no_grad():
         target_p = verifier.lm_head(target_f).softmax(-1)
-    logp = verifier.lm_head(pred_f).log_softmax(-1)
-    p_loss = -(target_p * logp).sum(-1).mean()
+    total = 0.0
+    for pred in unrolled_passes(drafter, batch, inp, unroll):
+        pred_f = pred[:, sel]
+        v_loss = F.smooth_l1_loss(pred_f, target_f)
+        logp = verifier.lm_head(pred_f).log_softmax(-1)
+        p_loss = -(target_p * logp).sum(-1).mean()
+        total = total + v_loss + p_weight * p_loss
     with torch.no_grad():
         acc = (logp.argmax(-1) == target_p.argmax(-1)).float().mean().item()
-    return v_loss + p_weight * p_loss, {"v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": acc}
+    return total / max(1, unroll), {"v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": acc}

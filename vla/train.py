@@ -46,6 +46,11 @@ def main(argv=None) -> int:
                    help="verifier: Gaussian targets over neighbouring action bins with this standard deviation for "
                         "the continuous dimensions (0 = one-hot cross-entropy; the gripper is always one-hot)")
     p.add_argument("--noise-scale", type=float, default=0.1, help="x Spec-VLA's feature noise (drafter)")
+    p.add_argument("--unroll", type=int, default=1,
+                   help="drafter: train on its own chained features, this many passes (6 = exactly the runtime's "
+                        "chain of 6; 1 = teacher features only, Spec-VLA's)")
+    p.add_argument("--p-weight", type=float, default=0.1,
+                   help="drafter: weight of the cross-entropy against the verifier's distribution (Spec-VLA: 0.1)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")
     p.add_argument("--max-train-samples", type=int, default=0,

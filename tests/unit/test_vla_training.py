@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from edge.codec import ActionStats
-from vla.drafter import Drafter, distill_loss, drafter_inputs
-from vla.eval_draft import chain_accept_lengths
+from vla.drafter import Drafter, distill_loss, drafter_inputs, unrolled_passes
+from vla.eval_draft import chain_accept_lengths, draft_chain
 from vla.model import Verifier
 from tests.unit.vla_common import CFG, batch
 
@@ -70,6 +70,25 @@ def test_drafter_distillation_learns_and_chain_eval():
     lens = chain_accept_lengths(v, d, img, prompt, r=0)
     assert lens.shape == (6,) and lens.min() >= 0 and lens.max() <= 6
     assert torch.all(chain_accept_lengths(v, d, img, prompt, r=10**6) == 6)
+
+
+def test_six_unrolled_passes_compute_the_runtime_chain():
+    """Teacher-forced on the chain's own tokens, the 6th unrolled pass drafts exactly what
+    ``draft_chain`` drafts (the 1st pass, on the verifier's features, need not)."""
+    torch.manual_seed(6)
+    v, d = Verifier(CFG).eval(), Drafter(CFG).eval()
+    img, prompt, _ = batch(5, seed=6)
+    with torch.no_grad():
+        logits, hidden, _, valid, x = v.prefill(img, prompt)
+        t1 = logits[:, -1].argmax(-1)
+        drafts = draft_chain(v, d, hidden, x, valid, t1)
+        b = drafter_inputs(v, img, prompt, torch.cat([t1[:, None], drafts], dim=1))
+        passes = [v.lm_head(p[:, b.T - 1 : b.T + 5]).argmax(-1) for p in unrolled_passes(d, b, b.feat, 6)]
+    assert len(passes) == 6
+    assert torch.equal(passes[-1], drafts)
+    assert torch.equal(passes[0][:, 0], drafts[:, 0])  # token 2 reads only verifier features
+    loss, stats = distill_loss(d, v, b, unroll=3)
+    assert torch.isfinite(loss) and 0.0 <= stats["top1"] <= 1.0
 
 
 def test_early_step_weights():
