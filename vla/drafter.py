@@ -101,13 +101,16 @@ def drafter_inputs(verifier, images, prompt_ids, action_tokens) -> DraftBatch:
 def unrolled_passes(drafter: Drafter, batch: DraftBatch, feat_in: torch.Tensor, passes: int):
     """Yield the drafter's output ``[B, L-1, D]`` of each pass; pass j > 0 reads pass j-1's
     predictions ``f_hat_T .. f_hat_{T+5}`` in place of ``feat_in``'s action positions."""
+    if passes < 1:
+        raise ValueError(f"drafter unroll: expected at least 1 pass, got {passes}")
     T, B = batch.T, feat_in.shape[0]
     mask = key_mask(batch.key_valid)
     cur = feat_in
-    for j in range(max(1, passes)):
+    for j in range(passes):
+        if j:
+            cur = torch.cat([feat_in[:, :T], pred[:, T - 1 : T + 5]], dim=1)
         pred, _ = drafter(cur, batch.next_emb, batch.positions, mask, drafter.empty_kv(B, feat_in.device))
         yield pred
-        cur = torch.cat([feat_in[:, :T], pred[:, T - 1 : T + 5]], dim=1)
 
 
 def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0.0, p_weight: float = 0.1,
@@ -133,4 +136,4 @@ def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0
         total = total + v_loss + p_weight * p_loss
     with torch.no_grad():
         acc = (logp.argmax(-1) == target_p.argmax(-1)).float().mean().item()
-    return total / max(1, unroll), {"v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": acc}
+    return total / unroll, {"v_loss": v_loss.item(), "p_loss": p_loss.item(), "top1": acc}
