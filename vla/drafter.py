@@ -114,19 +114,25 @@ def unrolled_passes(drafter: Drafter, batch: DraftBatch, feat_in: torch.Tensor, 
 
 
 def distill_loss(drafter: Drafter, verifier, batch: DraftBatch, noise: float = 0.0, p_weight: float = 0.1,
-                 unroll: int = 1):
+                 unroll: int = 1, p_temperature: float = 1.0):
     """Spec-VLA loss on the positions that draft tokens 2..7; returns ``(loss, stats)``.
+
+    ``p_temperature`` divides the verifier's logits before the cross-entropy target's softmax: 1 is
+    Spec-VLA's target; below 1 sharpens it towards the verifier's argmax (what exact acceptance
+    checks), which matters when the verifier's distribution over neighbouring bins is broad.
 
     ``unroll`` > 1 trains on the drafter's own features as the runtime's chain feeds them: pass j
     replaces the inputs at the action positions (``f_T .. f_{T+5}``) with pass j-1's predictions
     (gradients flow through), so after k+1 passes the output drafting token k+2 is computed exactly
     as ``draft_chain`` computes it. The loss is the mean over passes; ``top1`` is the last pass's."""
+    if not p_temperature > 0:
+        raise ValueError(f"drafter distill_loss: p_temperature must be > 0, got {p_temperature}")
     feat, T = batch.feat, batch.T
     inp = feat + noise * (torch.rand_like(feat) - 0.5) if noise > 0 else feat
     sel = slice(T - 1, T + 5)  # outputs predicting f_T .. f_{T+5} -> tokens a_2 .. a_7
     target_f = feat[:, T : T + 6]
     with torch.no_grad():
-        target_p = verifier.lm_head(target_f).softmax(-1)
+        target_p = (verifier.lm_head(target_f) / p_temperature).softmax(-1)
     total = 0.0
     for pred in unrolled_passes(drafter, batch, inp, unroll):
         pred_f = pred[:, sel]

@@ -51,6 +51,9 @@ def main(argv=None) -> int:
                         "chain of 6; 1 = teacher features only, Spec-VLA's)")
     p.add_argument("--p-weight", type=float, default=0.1,
                    help="drafter: weight of the cross-entropy against the verifier's distribution (Spec-VLA: 0.1)")
+    p.add_argument("--p-temperature", type=float, default=1.0,
+                   help="drafter: temperature of the verifier's distribution in that cross-entropy (1 = Spec-VLA's; "
+                        "below 1 sharpens it towards the verifier's argmax, which exact acceptance checks)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")
     p.add_argument("--max-train-samples", type=int, default=0,

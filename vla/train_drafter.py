@@ -68,7 +68,8 @@ def train_drafter(args) -> int:
         idx = torch.randint(0, len(train), (args.batch,), generator=gen)
         b = feats[idx]
         noise = 0.2 * 512 / b.feat.shape[1] * args.noise_scale
-        loss, st = distill_loss(drafter, verifier, b, noise=noise, p_weight=args.p_weight, unroll=args.unroll)
+        loss, st = distill_loss(drafter, verifier, b, noise=noise, p_weight=args.p_weight, unroll=args.unroll,
+                                p_temperature=args.p_temperature)
         optimizer_step(opt, loss, drafter.parameters(), step, args, clip=0.5)
         bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{st['top1']:.2f}")
     drafter.eval()

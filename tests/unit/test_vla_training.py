@@ -230,3 +230,28 @@ def test_grounding_pretraining_pieces(tmp_path):
     assert not torch.equal(fresh.embed.weight[n:], m.embed.weight[n:])  # the action bins stay the model's own
     with pytest.raises(ValueError, match="vision.film.weight"):
         load_vision_init(Verifier(dataclasses.replace(CFG, film=False, coord_channels=True)), tmp_path / "g.pt")
+
+
+def test_cold_cross_entropy_target_is_the_verifiers_greedy_token():
+    """With a tiny ``p_temperature`` the cross-entropy term is the hard cross-entropy on the verifier's
+    argmax (its greedy tokens a_2..a_7, teacher-forced); at 1 it is the soft one; 0 is refused."""
+    torch.manual_seed(7)
+    v = Verifier(CFG).eval()
+    d = Drafter(CFG)
+    img, prompt, _ = batch(4, seed=7)
+    greedy = v.greedy_actions(img, prompt)
+    b = drafter_inputs(v, img, prompt, greedy)
+    with torch.no_grad():
+        pred = next(unrolled_passes(d, b, b.feat, 1))[:, b.T - 1 : b.T + 5]
+        v_loss = F.smooth_l1_loss(pred, b.feat[:, b.T : b.T + 6])
+        logits = v.lm_head(pred)
+        hard = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), greedy[:, 1:].reshape(-1))
+        soft_p = v.lm_head(b.feat[:, b.T : b.T + 6]).softmax(-1)
+        soft = -(soft_p * logits.log_softmax(-1)).sum(-1).mean()
+        cold, _ = distill_loss(d, v, b, p_weight=1.0, p_temperature=1e-4)
+        warm, _ = distill_loss(d, v, b, p_weight=1.0)
+    assert torch.allclose(cold, v_loss + hard, atol=1e-4)
+    assert torch.allclose(warm, v_loss + soft, atol=1e-5)
+    assert abs(hard.item() - soft.item()) > 1e-3  # the two targets differ on this model
+    with pytest.raises(ValueError, match="p_temperature"):
+        distill_loss(d, v, b, p_temperature=0.0)
