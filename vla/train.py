@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--p-temperature", type=float, default=1.0,
                    help="drafter: temperature of the verifier's distribution in that cross-entropy (1 = Spec-VLA's; "
                         "below 1 sharpens it towards the verifier's argmax, which exact acceptance checks)")
+    p.add_argument("--features-cache", default="",
+                   help="drafter: keep the verifier's labels and features of the training rows in this file and reuse "
+                        "them when the verifier, data and row selection match (a mismatch is refused)")
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=2000, help="held-out samples for accept-length (drafter)")
     p.add_argument("--max-train-samples", type=int, default=0,

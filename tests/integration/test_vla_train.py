@@ -7,11 +7,13 @@ import json
 import math
 import shutil
 
+import pytest
 import torch
 
 from sim.collect import main as collect
 from vla.artifact import load_state
 from vla.train import main as train
+from vla.train_drafter import FeatureCacheError
 
 MODEL = json.dumps({"coord_channels": True, "film": True, "film_norm": True, "d_model": 64, "n_layers": 1,
                     "n_heads": 2, "ffn_dim": 64})
@@ -39,6 +41,17 @@ def test_grounding_then_verifier_then_drafter(tmp_path, caplog):
     assert train(["drafter", "--out", str(v), "--steps", "2", "--warmup", "1", "--eval-samples", "8", *common]) == 0
     first = load_state(v / "drafter.pt")
     shutil.copy(v / "drafter.pt", tmp_path / "first_drafter.pt")
+    # the features cache: written by one run, read by the next, the same drafter either way
+    cache = tmp_path / "feats.pt"
+    for expect_log in ("cached in", "features from"):
+        caplog.clear()
+        assert train(["drafter", "--out", str(v), "--steps", "2", "--warmup", "1", "--eval-samples", "8",
+                      "--features-cache", str(cache), *common]) == 0
+        assert expect_log in caplog.text and cache.exists()
+        cached = load_state(v / "drafter.pt")
+        assert all(torch.equal(cached[k], first[k]) for k in first)
+    with pytest.raises(FeatureCacheError, match="seed=0"):  # built for another row selection: refused
+        train(["drafter", "--out", str(v), "--steps", "2", "--seed", "1", "--features-cache", str(cache), *common])
     # at learning rate 0 a re-distilled drafter is exactly the one it started from; a fresh one would not be
     assert train(["drafter", "--out", str(v), "--steps", "1", "--warmup", "1", "--lr", "0", "--eval-samples", "8",
                   "--init", str(tmp_path / "first_drafter.pt"), *common]) == 0
