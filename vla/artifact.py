@@ -118,7 +118,9 @@ def load_drafter(root: str | Path = REFERENCE_DIR):
     man = load_manifest(root)
     if "drafter.pt" not in man["files"]:
         raise ArtifactError(f"{root}: the manifest lists no drafter.pt (train it with `python -m vla.train drafter`)")
-    d = Drafter(VLAConfig(**man["model"]))
+    from vla.drafter import drafter_config
+
+    d = Drafter(drafter_config(VLAConfig(**man["model"]), man.get("drafter", {}).get("ffn_dim")))
     state = load_state(root / "drafter.pt")
     try:
         d.load_state_dict(state)

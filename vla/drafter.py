@@ -11,6 +11,10 @@ Contract:
   one-layer cache ``[2, B, H, P, Dh]``.
 - ``drafter_inputs`` moves a left-padded prompt's padding to the front and masks it out, so
   training sees exactly the sequences (pairing, positions, keys) the runtime sees.
+- ``drafter_config(cfg, ffn_dim)``: the drafter's layer may have its own SwiGLU inner size (the manifest's
+  ``drafter.ffn_dim``; absent = the verifier's); ``widen_state`` grows a trained drafter's inner size
+  without changing its function (new units' ``down`` columns start at zero), so a wider drafter starts
+  from a distilled one.
 - ``distill_loss`` is Spec-VLA's: SmoothL1 on features + 0.1 cross-entropy between the verifier's
   and the drafter's token distributions, on the 6 positions that draft action tokens 2..7; with
   ``unroll`` > 1 also on the drafter's own chained features (``unrolled_passes``: after 6 passes
@@ -27,7 +31,36 @@ import torch.nn.functional as F
 
 from vla.model import DecoderLayer, RMSNorm, VLAConfig, causal_mask
 
-__all__ = ["Drafter", "DraftBatch", "distill_loss", "drafter_inputs", "unrolled_passes"]
+__all__ = ["Drafter", "DraftBatch", "distill_loss", "drafter_config", "drafter_inputs", "unrolled_passes",
+           "widen_state"]
+
+
+def drafter_config(cfg: VLAConfig, ffn_dim: int | None = None) -> VLAConfig:
+    """The verifier's config with the drafter's own SwiGLU inner size (``None``: the verifier's)."""
+    if ffn_dim is None:
+        return cfg
+    if ffn_dim < 1:
+        raise ValueError(f"drafter ffn_dim: expected >= 1, got {ffn_dim}")
+    return dataclasses.replace(cfg, ffn_dim=int(ffn_dim))
+
+
+def widen_state(state: dict, ffn_dim: int, generator: torch.Generator | None = None, init_std: float = 0.02) -> dict:
+    """A drafter state dict with the layer's SwiGLU inner size grown to ``ffn_dim``, computing exactly
+    the same function: the new units' gate and up rows are small random values, their ``down`` columns
+    zero (so their output is zero until trained). Shrinking is refused."""
+    gu, down = state["layer.gate_up.weight"], state["layer.down.weight"]
+    old = down.shape[1]
+    if ffn_dim < old:
+        raise ValueError(f"drafter widen: expected ffn_dim >= the drafter's {old}, got {ffn_dim}")
+    if ffn_dim == old:
+        return dict(state)
+    extra, d = ffn_dim - old, gu.shape[1]
+    new_rows = (torch.randn(2, extra, d, generator=generator) * init_std).to(gu.dtype)
+    gate, up = gu[:old], gu[old:]
+    out = dict(state)
+    out["layer.gate_up.weight"] = torch.cat([gate, new_rows[0], up, new_rows[1]])
+    out["layer.down.weight"] = torch.cat([down, torch.zeros(down.shape[0], extra, dtype=down.dtype)], dim=1)
+    return out
 
 
 class Drafter(nn.Module):

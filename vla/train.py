@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--p-temperature", type=float, default=1.0,
                    help="drafter: temperature of the verifier's distribution in that cross-entropy (1 = Spec-VLA's; "
                         "below 1 sharpens it towards the verifier's argmax, which exact acceptance checks)")
+    p.add_argument("--drafter-ffn", type=int, default=0,
+                   help="drafter: SwiGLU inner size of its layer (0 = the artifact's drafter's, else the verifier's); "
+                        "with --init from a narrower drafter it is widened without changing its function")
     p.add_argument("--features-cache", default="",
                    help="drafter: keep the verifier's labels and features of the training rows in this file and reuse "
                         "them when the verifier, data and row selection match (a mismatch is refused)")
@@ -91,6 +94,8 @@ def main(argv=None) -> int:
     for name in ("aux_weight", "ground_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(args, name)}")
+    if args.drafter_ffn < 0:
+        p.error(f"--drafter-ffn: expected >= 0 (0 = keep), got {args.drafter_ffn}")
     if not 0.0 <= args.ema < 1.0:
         p.error(f"--ema: expected a decay in [0, 1), got {args.ema}")
     for name in ("early_steps", "switch_steps"):

@@ -28,7 +28,7 @@ from edge.files import sha256_file
 from vla.artifact import (load_codec, load_manifest, load_state, load_tokenizer, load_verifier, save_state,
                           write_manifest)
 from vla.data import Samples, load_samples
-from vla.drafter import DraftBatch, Drafter, distill_loss, drafter_inputs
+from vla.drafter import DraftBatch, Drafter, distill_loss, drafter_config, drafter_inputs, widen_state
 from vla.eval_draft import chain_accept_lengths
 from vla.model import Verifier
 from vla.rows import random_subset, split
@@ -94,10 +94,14 @@ def train_drafter(args) -> int:
            "rows": len(train)}
     train.actions, feats = training_targets(verifier, train, key, args.features_cache)
     held.actions = greedy_labels(verifier, held)
-    drafter = Drafter(cfg)
+    ffn = args.drafter_ffn or man.get("drafter", {}).get("ffn_dim") or cfg.ffn_dim
+    drafter = Drafter(drafter_config(cfg, ffn))
     if args.init:  # re-distil an earlier drafter for a fine-tuned verifier instead of starting from scratch
-        drafter.load_state_dict(load_state(args.init))
-        log.info("drafter initialised from %s", args.init)
+        state = load_state(args.init)
+        if state["layer.down.weight"].shape[1] != ffn:  # grown to the asked inner size, same function
+            state = widen_state(state, ffn, torch.Generator().manual_seed(args.seed))
+        drafter.load_state_dict(state)
+        log.info("drafter initialised from %s (inner size %d)", args.init, ffn)
     opt = torch.optim.AdamW(drafter.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.monotonic()
@@ -121,6 +125,7 @@ def train_drafter(args) -> int:
     training = man.get("training", {})
     training["drafter"] = {"command": "python -m vla.train " + shlex.join(sys.argv[1:]), "args": vars(args),
                            "metrics": metrics}
-    write_manifest(out, cfg, ActionStats.from_json(man["codec"]["action"]), {"training": training})
+    write_manifest(out, cfg, ActionStats.from_json(man["codec"]["action"]),
+                   {"training": training, "drafter": {"ffn_dim": ffn}})
     print(json.dumps(metrics, indent=1))
     return 0

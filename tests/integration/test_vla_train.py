@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sim.collect import main as collect
-from vla.artifact import load_state
+from vla.artifact import load_drafter, load_state
 from vla.train import main as train
 from vla.train_drafter import FeatureCacheError
 
@@ -58,3 +58,11 @@ def test_grounding_then_verifier_then_drafter(tmp_path, caplog):
     assert "drafter initialised from" in caplog.text
     again = load_state(v / "drafter.pt")
     assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
+    # --drafter-ffn widens the --init drafter (same function at lr 0) and the manifest records the size
+    assert train(["drafter", "--out", str(v), "--steps", "1", "--warmup", "1", "--lr", "0", "--eval-samples", "8",
+                  "--init", str(tmp_path / "first_drafter.pt"), "--drafter-ffn", "96", *common]) == 0
+    wide = load_state(v / "drafter.pt")
+    assert wide["layer.down.weight"].shape[1] == 96 and torch.equal(wide["layer.down.weight"][:, :64],
+                                                                     first["layer.down.weight"])
+    assert json.loads((v / "manifest.json").read_text())["drafter"] == {"ffn_dim": 96}
+    assert load_drafter(v).layer.down.weight.shape[1] == 96

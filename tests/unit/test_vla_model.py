@@ -101,9 +101,25 @@ def test_artifact_manifest_loads_and_matches(tmp_path):
     assert set(man["files"]) == {"verifier.pt", "drafter.pt", "tokenizer.json"}
     v, _ = load_verifier(tmp_path / "a")
     assert torch.allclose(v.lm_head.weight, m.lm_head.weight.half().float())
-    load_drafter(tmp_path / "a")
+    assert load_drafter(tmp_path / "a").layer.down.weight.shape[1] == CFG.ffn_dim
     codec = ActionCodec(ActionStats.from_json(man["codec"]["action"]), man["codec"]["vocab_size"])
     assert codec.first_action_token == CFG.n_text
+
+
+def test_artifact_drafter_has_the_manifests_inner_size(tmp_path):
+    """A drafter with its own SwiGLU inner size (manifest ``drafter.ffn_dim``) loads at that size; a
+    manifest that says otherwise than the file is refused naming drafter.pt."""
+    from vla.drafter import drafter_config
+
+    make_artifact(tmp_path / "a")
+    wide = Drafter(drafter_config(CFG, 2 * CFG.ffn_dim))
+    save_state(wide, tmp_path / "a" / "drafter.pt")
+    stats = ActionStats(q01=(-0.01,) * 6 + (0.0,), q99=(0.01,) * 6 + (1.0,), mask=(True,) * 6 + (False,))
+    write_manifest(tmp_path / "a", CFG, stats, {"drafter": {"ffn_dim": 2 * CFG.ffn_dim}})
+    assert load_drafter(tmp_path / "a").layer.down.weight.shape[1] == 2 * CFG.ffn_dim
+    write_manifest(tmp_path / "a", CFG, stats, {"drafter": {"ffn_dim": CFG.ffn_dim}})
+    with pytest.raises(ArtifactError, match="drafter.pt"):
+        load_drafter(tmp_path / "a")
 
 
 def test_artifact_refuses_corruption(tmp_path):

@@ -255,3 +255,33 @@ def test_cold_cross_entropy_target_is_the_verifiers_greedy_token():
     assert abs(hard.item() - soft.item()) > 1e-3  # the two targets differ on this model
     with pytest.raises(ValueError, match="p_temperature"):
         distill_loss(d, v, b, p_temperature=0.0)
+
+
+def test_widened_drafter_computes_the_same_function_and_then_trains_its_new_units():
+    """``widen_state`` grows the layer's SwiGLU inner size without changing a single output; the new
+    units get gradients once their zero ``down`` columns move; shrinking is refused."""
+    from vla.drafter import drafter_config, widen_state
+
+    torch.manual_seed(11)
+    v = Verifier(CFG).eval()
+    narrow = Drafter(CFG)
+    with torch.no_grad():  # a drafter that is not at its init, so the check is not of zeros
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wide_ffn = CFG.ffn_dim * 2
+    wide = Drafter(drafter_config(CFG, wide_ffn))
+    wide.load_state_dict(widen_state(narrow.state_dict(), wide_ffn, torch.Generator().manual_seed(0)))
+    img, prompt, _ = batch(3, seed=11)
+    b = drafter_inputs(v, img, prompt, v.greedy_actions(img, prompt))
+    with torch.no_grad():
+        a = next(unrolled_passes(narrow, b, b.feat, 1))
+        w = next(unrolled_passes(wide, b, b.feat, 1))
+    assert torch.allclose(a, w, atol=1e-6)
+    assert wide.layer.down.weight.shape[1] == wide_ffn and wide.layer.gate_up.weight[CFG.ffn_dim:wide_ffn].abs().sum() > 0
+    loss, _ = distill_loss(wide, v, b, p_weight=1.0)
+    loss.backward()
+    assert wide.layer.down.weight.grad[:, CFG.ffn_dim:].abs().sum() > 0  # the new units can learn
+    with pytest.raises(ValueError, match="ffn_dim >= the drafter's"):
+        widen_state(wide.state_dict(), CFG.ffn_dim)
+    with pytest.raises(ValueError, match="ffn_dim: expected >= 1"):
+        drafter_config(CFG, 0)
