@@ -112,14 +112,12 @@ def load_verifier(root: str | Path = REFERENCE_DIR) -> tuple[Verifier, dict]:
 
 
 def load_drafter(root: str | Path = REFERENCE_DIR):
-    from vla.drafter import Drafter
+    from vla.drafter import Drafter, drafter_config
 
     root = Path(root)
     man = load_manifest(root)
     if "drafter.pt" not in man["files"]:
         raise ArtifactError(f"{root}: the manifest lists no drafter.pt (train it with `python -m vla.train drafter`)")
-    from vla.drafter import drafter_config
-
     d = Drafter(drafter_config(VLAConfig(**man["model"]), man.get("drafter", {}).get("ffn_dim")))
     state = load_state(root / "drafter.pt")
     try:

@@ -91,11 +91,9 @@ def main(argv=None) -> int:
     if args.label_sigma_bins > 0 and args.label_smoothing > 0:  # action_loss would drop the smoothing
         p.error("--label-smoothing and --label-sigma-bins: expected one of them, got both "
                 f"({args.label_smoothing}, {args.label_sigma_bins})")
-    for name in ("aux_weight", "ground_weight"):
+    for name in ("aux_weight", "ground_weight", "drafter_ffn"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(args, name)}")
-    if args.drafter_ffn < 0:
-        p.error(f"--drafter-ffn: expected >= 0 (0 = keep), got {args.drafter_ffn}")
     if not 0.0 <= args.ema < 1.0:
         p.error(f"--ema: expected a decay in [0, 1), got {args.ema}")
     for name in ("early_steps", "switch_steps"):

@@ -46,7 +46,7 @@ def greedy_labels(verifier: Verifier, s: Samples, batch: int = 256) -> torch.Ten
 
 
 class FeatureCacheError(ValueError):
-    pass
+    """A --features-cache file built for another verifier, dataset or row selection."""
 
 
 def training_targets(verifier: Verifier, train: Samples, key: dict, cache: str = "") -> tuple[torch.Tensor, DraftBatch]:
@@ -93,7 +93,6 @@ def train_drafter(args) -> int:
            "seed": args.seed, "holdout_every": args.holdout_every, "max_train_samples": args.max_train_samples,
            "rows": len(train)}
     train.actions, feats = training_targets(verifier, train, key, args.features_cache)
-    held.actions = greedy_labels(verifier, held)
     ffn = args.drafter_ffn or man.get("drafter", {}).get("ffn_dim") or cfg.ffn_dim
     drafter = Drafter(drafter_config(cfg, ffn))
     if args.init:  # re-distil an earlier drafter for a fine-tuned verifier instead of starting from scratch
