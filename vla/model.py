@@ -5,7 +5,8 @@ Contract:
   (a conv stem per camera view, then a linear projector); the rest are token embeddings. With
   ``film`` the stem's channels are scaled and shifted by the mean embedding of the prompt's real
   words (RT-1's FiLM; padding and arm-state bin tokens, ``edge.tokenizer.StateSpec``, left out;
-  with ``film_norm`` divided by its RMS first),
+  with ``film_norm`` divided by its RMS first; with ``film_order`` also by their mean weighted by a learned
+  vector per word place, so word order reaches the stem),
   so the prefill still takes only ``(images, prompt_ids)``.
 - Vocabulary: ``vocab_size = n_text + n_bins``; the last ``n_bins`` ids are the action bins, so
   ``edge.codec.ActionCodec(stats, vocab_size)`` encodes and decodes them (token = vocab - bin).
@@ -54,6 +55,10 @@ class VLAConfig:
     film_norm: bool = False  # FiLM reads the instruction embedding divided by its RMS, and starts from the
     #                          verifier's small random init instead of zero: with 0.02-scale embeddings and a
     #                          zeroed FiLM each one's gradient is the other's tiny value, and grounding stalls
+    film_order: bool = False  # FiLM also reads the words' mean weighted by a learned vector per word position:
+    #                           the plain mean is a bag of words, and "stack the blue block on the red block and
+    #                           then put the green block on the plate" pools to the same vector as "put the green
+    #                           block on the plate and then stack the red block on the blue block"
     max_seq: int = 128  # longest sequence (prefix + action + draft tree)
     rope_theta: float = 10000.0  # rotary base
     norm_eps: float = 1e-6  # RMSNorm epsilon
@@ -142,7 +147,8 @@ class VisionEncoder(nn.Module):
         )
         if cfg.film:  # (1 + gamma, beta) per channel of each conv, from the pooled instruction embedding
             self.film_channels = [m.out_channels for m in self.stem if isinstance(m, nn.Conv2d)]
-            self.film = nn.Linear(cfg.d_model, 2 * sum(self.film_channels))  # zeroed by Verifier after its init
+            n_text_in = cfg.d_model * (2 if cfg.film_order else 1)  # [mean ; position-weighted mean]
+            self.film = nn.Linear(n_text_in, 2 * sum(self.film_channels))  # zeroed by Verifier after its init
         self.view_embed = nn.Parameter(torch.zeros(cfg.n_views, 1, c))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.patch_grid**2, c))
         self.proj = nn.Sequential(nn.Linear(c, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
@@ -155,14 +161,15 @@ class VisionEncoder(nn.Module):
             self.kp_proj = nn.Linear(2 * c, cfg.d_model)  # zeroed by Verifier after its init
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """``images`` ``[B, V, H, W, 3]`` uint8; ``text`` ``[B, D]``, the pooled instruction embedding
-        (used by FiLM only)."""
+        """``images`` ``[B, V, H, W, 3]`` uint8; ``text`` ``[B, D]`` (``[B, 2D]`` with ``film_order``), the
+        pooled instruction embedding (used by FiLM only)."""
         B, V = images.shape[:2]
         x = images.reshape(B * V, *images.shape[2:]).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        if self.cfg.film and self.cfg.film_norm:
-            text = text * torch.rsqrt(text.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)
+        if self.cfg.film and self.cfg.film_norm:  # each D-wide part by its own RMS
+            parts = text.reshape(B, -1, self.cfg.d_model)
+            text = (parts * torch.rsqrt(parts.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)).reshape(B, -1)
         mods = iter(self.film(text).repeat_interleave(V, dim=0).split(
             [n for n in self.film_channels for _ in range(2)], dim=1)) if self.cfg.film else None
         fm = x
@@ -201,6 +208,8 @@ class Verifier(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.film_order:  # unit-scale gates: the position-weighted mean differs between orders from the start
+            self.word_pos = nn.Parameter(torch.randn(cfg.max_seq, cfg.d_model))
         self.apply(self._init)
         if cfg.keypoints:  # zero: a verifier grown from one without keypoints continues unchanged
             nn.init.zeros_(self.vision.kp_proj.weight)
@@ -231,10 +240,19 @@ class Verifier(nn.Module):
 
     def instruction_embedding(self, prompt_ids: torch.Tensor, words: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, D]``, FiLM's input: the mean embedding of the prompt's real words (padding and arm-state bin
-        tokens left out); ``words`` are the prompt's embeddings when already computed."""
+        tokens left out); with ``film_order`` ``[B, 2D]``: that mean, then the mean of each word's embedding
+        times ``word_pos`` at its place among the real words (so padding does not move it). ``words`` are
+        the prompt's embeddings when already computed."""
         words = self.embed(prompt_ids) if words is None else words
-        real = ((prompt_ids != self.PAD) & (prompt_ids < self.cfg.n_text)).to(words.dtype)[..., None]
-        return (words * real).sum(1) / real.sum(1).clamp_min(1.0)
+        is_real = (prompt_ids != self.PAD) & (prompt_ids < self.cfg.n_text)
+        real = is_real.to(words.dtype)[..., None]
+        n = real.sum(1).clamp_min(1.0)
+        mean = (words * real).sum(1) / n
+        if not self.cfg.film_order:
+            return mean
+        place = (torch.cumsum(is_real.to(torch.int64), dim=1) - 1).clamp(0, self.cfg.max_seq - 1)
+        ordered = (words * self.word_pos[place] * real).sum(1) / n
+        return torch.cat([mean, ordered], dim=-1)
 
     def forward_embeds(self, x, positions, mask, past_kv):
         ks, vs = [], []

@@ -66,8 +66,13 @@ def main(argv=None) -> int:
                    help="drafter: distil on a random subset of this many training samples (0 = all)")
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="continue from --out/ckpt_verifier.pt (weights, optimizer, step)")
-    p.add_argument("--init", default="", help="verifier: start from these weights (a verifier.pt); drafter: from a drafter.pt "
+    p.add_argument("--init", default="", help="verifier, grounding: start from these weights (a verifier.pt; grounding "
+                   "takes its stem and words); drafter: from a drafter.pt "
                    "(one distilled for the verifier this one was fine-tuned from); fresh optimizer")
+    p.add_argument("--action-stats", default="",
+                   help="verifier, grounding: the action codec's statistics from this file (an artifact's manifest.json "
+                        "or a `calib` action-stats JSON) instead of fitted to --data, so a verifier fine-tuned on other "
+                        "data keeps its bins")
     p.add_argument("--init-vision", default="",
                    help="verifier: then take the vision stem and word embeddings from a grounding.pt (`vla.train grounding`)")
     p.add_argument("--ema", type=float, default=0.0,

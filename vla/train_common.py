@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from calib.stats import fit_action_stats
+from edge.codec import ActionStats
 from vla.artifact import load_state
 from vla.model import VLAConfig, Verifier
 
@@ -38,12 +39,29 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, step:
 
 
 def start_run(args) -> tuple[Path, VLAConfig, object, dict]:
-    """Seed, output directory, model config and codec statistics of a verifier or grounding run."""
+    """Seed, output directory, model config and codec statistics of a verifier or grounding run: fitted to
+    ``args.data``, or read from ``args.action_stats`` (a manifest.json's ``codec.action`` or a calib
+    action-stats file's ``action``) when given; the report (data hash, counts) is always ``args.data``'s."""
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = VLAConfig(**json.loads(args.model_json)) if args.model_json else VLAConfig()
-    return (out, cfg, *fit_action_stats(args.data))
+    stats, report = fit_action_stats(args.data)
+    if getattr(args, "action_stats", ""):
+        stats = read_action_stats(args.action_stats)
+        report = {**report, "action_stats_from": str(args.action_stats)}
+    return out, cfg, stats, report
+
+
+def read_action_stats(path) -> ActionStats:
+    """The action statistics of an artifact manifest (``codec.action``) or a calib file (``action``); a file
+    with neither is an error naming it."""
+    doc = json.loads(Path(path).read_text())
+    data = doc.get("codec", {}).get("action") if isinstance(doc.get("codec"), dict) else doc.get("action")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a manifest with codec.action or an action-stats file with action, "
+                         f"got keys {sorted(doc)}")
+    return ActionStats.from_json(data, source=str(path))
 
 
 @torch.no_grad()
@@ -61,19 +79,20 @@ def ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
 @torch.no_grad()
 def widen_inputs(state: dict, target: dict) -> dict:
     """``state`` fitted to ``target``, the freshly built model's state: a conv that gained input channels
-    (coordinates added) gets zeros there, and parameters ``state`` lacks (keypoints added) keep the fresh
-    model's values, zero-initialised by design, so the grown model computes what the old one did."""
+    (coordinates added) or a linear layer that gained inputs (FiLM's word order) gets zeros there, and
+    parameters ``state`` lacks (keypoints added) keep the fresh model's values, zero-initialised by design
+    or read only through those zeros, so the grown model computes what the old one did."""
     out = dict(state)
     for k in target.keys() - state.keys():
         out[k] = target[k]
         log.info("%s: not in the initial weights, starts as built", k)
     for k, w in state.items():
         t = target.get(k)
-        if t is not None and w.dim() == 4 and t.shape[0] == w.shape[0] and t.shape[1] > w.shape[1] \
-                and t.shape[2:] == w.shape[2:]:
+        if t is not None and w.dim() in (2, 4) and t.dim() == w.dim() and t.shape[0] == w.shape[0] \
+                and t.shape[1] > w.shape[1] and t.shape[2:] == w.shape[2:]:
             pad = torch.zeros(t.shape[0], t.shape[1] - w.shape[1], *t.shape[2:], dtype=w.dtype)
             out[k] = torch.cat([w, pad], dim=1)
-            log.info("%s: %d input channels widened to %d (zeros)", k, w.shape[1], t.shape[1])
+            log.info("%s: %d inputs widened to %d (zeros)", k, w.shape[1], t.shape[1])
     return out
 
 
@@ -81,10 +100,10 @@ GROUND_HEAD = "ground_head."  # grounding.pt's keys of the grounding head (not p
 
 
 def load_vision_init(model: Verifier, path) -> dict:
-    """Overwrite ``model``'s vision stem and the embeddings of its words (ids below ``n_text``) with a
-    ``grounding.pt``; the action-bin embeddings stay ``model``'s own (grounding never trains them, and a
-    verifier started from trained weights keeps them). Returns the grounding head's state (``{}`` if the
-    file has none). A key the model lacks or a shape that differs is an error naming it (the configs
+    """Overwrite ``model``'s vision stem, the embeddings of its words (ids below ``n_text``) and, with
+    ``film_order``, its word-place gates with a ``grounding.pt``'s; the action-bin embeddings stay
+    ``model``'s own (grounding never trains them, and a verifier started from trained weights keeps them).
+    Returns the grounding head's state (``{}`` if the file has none). A key the model lacks or a shape that differs is an error naming it (the configs
     must match)."""
     state, own = dict(load_state(path)), model.state_dict()
     head = {k[len(GROUND_HEAD):]: state.pop(k) for k in list(state) if k.startswith(GROUND_HEAD)}

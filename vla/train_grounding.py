@@ -1,8 +1,10 @@
 """``python -m vla.train grounding``: pretrain the verifier's vision stem (with FiLM) and word embeddings alone
 on where the instruction's block and its destination are (``sim.tasks.stage_targets``), on the rows before
 an episode's first grasp (the block has not moved), several times faster a step than the whole model;
-writes grounding.pt (``vision.*``, ``embed.weight`` and the head, ``ground_head.*``) for
-``verifier --init-vision`` (and ``--ground-weight``, which keeps asking the stem that question).
+writes grounding.pt (``vision.*``, ``embed.weight``, ``word_pos`` with ``film_order``, and the head,
+``ground_head.*``) for ``verifier --init-vision`` (and ``--ground-weight``, which keeps asking the stem
+that question). With
+``--init`` it starts from a trained verifier's stem and words (grown to the config, e.g. ``film_order``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from vla.data import Samples, dataset_instructions, load_samples
 from vla.losses import grounding_head, stem_grounding_loss
 from vla.model import Verifier
 from vla.rows import before_first_switch, steps_in_episode
-from vla.train_common import GROUND_HEAD, optimizer_step, start_run
+from vla.artifact import load_state
+from vla.train_common import GROUND_HEAD, optimizer_step, start_run, widen_inputs
 
 
 def grounding_loss(model: Verifier, head: torch.nn.Module, s: Samples, idx: torch.Tensor,
@@ -54,6 +57,8 @@ def train_grounding(args) -> int:
     if len(train_idx) == 0:
         raise SystemExit(f"{args.data}: no rows with stage targets (expert episodes with seeds)")
     model = Verifier(cfg)
+    if args.init:  # a trained verifier's stem and words (grown to ``cfg``), e.g. to teach FiLM word order
+        model.load_state_dict(widen_inputs(load_state(args.init), model.state_dict()))
     head = grounding_head(cfg.n_visual, cfg.d_model)
     params = list(model.vision.parameters()) + list(model.embed.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -69,7 +74,9 @@ def train_grounding(args) -> int:
         if args.eval_every and (step + 1) % args.eval_every == 0:
             err = first_step_block_error_cm(model, head, held_first)
             bar.write(f"step {step + 1}: held-out first-step block error, median {err:.1f} cm")
-    keep = {k: v for k, v in model.state_dict().items() if k.startswith(("vision.", "embed."))}
+    # word_pos (``film_order``'s gates) is saved as it was built or loaded, not trained here: its seeded random
+    # values already tell word orders apart, FiLM learns to read them, and the verifier trains them on
+    keep = {k: v for k, v in model.state_dict().items() if k.startswith(("vision.", "embed.")) or k == "word_pos"}
     keep.update({f"{GROUND_HEAD}{k}": v for k, v in head.state_dict().items()})  # for verifier --ground-weight
     tmp = out / "grounding.tmp"
     torch.save({k: v.detach().clone() for k, v in keep.items()}, tmp)

@@ -96,9 +96,11 @@ def test_bad_inputs_fail_cleanly(artifact, tmp_path, capsys):
     assert "do not match the model's" in capsys.readouterr().err
 
 
-def test_film_and_coordinate_encoder_export_with_parity(tmp_path):
-    """The optional encoder inputs (coordinate channels, FiLM on the instruction) live inside the prefill
-    graph: the exported graph matches PyTorch."""
+@pytest.mark.parametrize("order", [False, True], ids=["film", "film_order"])
+def test_film_and_coordinate_encoder_export_with_parity(tmp_path, order):
+    """The optional encoder inputs (coordinate channels, FiLM on the instruction, with word order: a
+    cumulative sum over the prompt and a gather) live inside the prefill graph: the exported graph
+    matches PyTorch on prompts of three lengths."""
     import dataclasses
 
     from edge.engine import OrtEngine
@@ -106,7 +108,7 @@ def test_film_and_coordinate_encoder_export_with_parity(tmp_path):
     from export.onnx_export import compare, export_graph
     from edge.io_contract import PREFILL
 
-    cfg = dataclasses.replace(CFG, film=True, coord_channels=True)
+    cfg = dataclasses.replace(CFG, film=True, coord_channels=True, film_norm=order, film_order=order)
     torch.manual_seed(0)
     v = Verifier(cfg).eval()
     with torch.no_grad():

@@ -66,3 +66,27 @@ def test_grounding_then_verifier_then_drafter(tmp_path, caplog):
                                                                      first["layer.down.weight"])
     assert json.loads((v / "manifest.json").read_text())["drafter"] == {"ffn_dim": 96}
     assert load_drafter(v).layer.down.weight.shape[1] == 96
+
+
+def test_grounding_grows_a_trained_verifier_to_film_order(tmp_path, caplog):
+    """``grounding --init`` starts from a verifier (FiLM's new order inputs zero), ``--action-stats`` keeps its
+    codec, and grounding.pt hands the word-place gates to ``verifier --init-vision`` unchanged."""
+    data, v, g, w = (tmp_path / n for n in ("d", "v", "g", "w"))
+    assert collect(["--suite", "long", "--episodes", "2", "--out", str(data)]) == 0
+    common = ["--data", str(data), "--batch", "4", "--holdout-every", "2", "--threads", "1", "--warmup", "1"]
+    assert train(["verifier", "--out", str(v), "--steps", "1", "--eval-every", "0", "--model-json", MODEL, *common]) == 0
+    ordered = json.dumps({**json.loads(MODEL), "film_order": True})
+    caplog.set_level("INFO")
+    assert train(["grounding", "--out", str(g), "--steps", "2", "--init", str(v / "verifier.pt"), "--action-stats",
+                  str(v / "manifest.json"), "--model-json", ordered, *common]) == 0
+    assert "vision.film.weight: 64 inputs widened to 128 (zeros)" in caplog.text
+    saved = load_state(g / "grounding.pt")
+    assert saved["vision.film.weight"].shape[1] == 128 and "word_pos" in saved
+    assert train(["verifier", "--out", str(w), "--steps", "1", "--lr", "0", "--eval-every", "0", "--init",
+                  str(v / "verifier.pt"), "--init-vision", str(g / "grounding.pt"), "--action-stats",
+                  str(v / "manifest.json"), "--model-json", ordered, *common]) == 0
+    gates = load_state(w / "verifier.pt")["word_pos"]
+    assert torch.allclose(gates, saved["word_pos"].to(gates.dtype), rtol=1e-3, atol=1e-3)  # fp16 in verifier.pt
+    man, base = (json.loads((d / "manifest.json").read_text()) for d in (w, v))
+    assert man["codec"]["action"] == base["codec"]["action"]
+    assert man["data"]["action_stats_from"] == str(v / "manifest.json")

@@ -257,3 +257,32 @@ def test_film_norm_reads_the_instruction_at_unit_scale_from_the_start():
         assert torch.allclose(m.vision(img, text), a, atol=1e-6)
     plain = Verifier(dataclasses.replace(CFG, film=True)).eval()
     assert plain.vision.film.weight.abs().max() == 0
+
+
+def test_film_order_tells_apart_instructions_with_the_same_words():
+    """The plain FiLM input is a bag of words: a prompt and its reversal give the stem the same input. With
+    ``film_order`` they differ, left padding still changes nothing, and a verifier grown from a
+    ``film_norm`` one (FiLM's new inputs zero) computes exactly what it did."""
+    from vla.train_common import widen_inputs
+
+    torch.manual_seed(0)
+    base = Verifier(dataclasses.replace(CFG, film=True, film_norm=True)).eval()
+    grown = Verifier(dataclasses.replace(CFG, film=True, film_norm=True, film_order=True)).eval()
+    assert grown.vision.film.weight.shape[1] == 2 * base.vision.film.weight.shape[1]
+    grown.load_state_dict(widen_inputs(base.state_dict(), grown.state_dict()))
+    img, prompt, _ = batch(2, P=6)
+    reordered = prompt.flip(1)  # the same words, the other way round
+    nv = 1 + CFG.n_visual
+    with torch.no_grad():
+        assert torch.allclose(base.prefix_embeds(img, prompt)[:, :nv], base.prefix_embeds(img, reordered)[:, :nv],
+                              atol=1e-6)  # bag of words
+        assert torch.allclose(grown.prefix_embeds(img, prompt), base.prefix_embeds(img, prompt), atol=1e-6)
+        assert torch.equal(grown.greedy_actions(img, prompt), base.greedy_actions(img, prompt))
+        grown.vision.film.weight.normal_(0.0, 0.1)  # a trained FiLM reads the order half too
+        a = grown.prefix_embeds(img, prompt)[:, 1:nv]
+        assert not torch.allclose(a, grown.prefix_embeds(img, reordered)[:, 1:nv], atol=1e-3)
+        padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), prompt], dim=1)  # left padding (PAD = 0)
+        assert torch.allclose(a, grown.prefix_embeds(img, padded)[:, 1:nv], atol=1e-6)
+        state = torch.randint(CFG.n_text, CFG.vocab_size, (2, 4))  # arm-state bin tokens take no word place
+        assert torch.allclose(a, grown.prefix_embeds(img, torch.cat([state, prompt], 1))[:, 1:nv], atol=1e-6)
+    assert grown.instruction_embedding(prompt).shape == (2, 2 * CFG.d_model)

@@ -285,3 +285,20 @@ def test_widened_drafter_computes_the_same_function_and_then_trains_its_new_unit
         widen_state(wide.state_dict(), CFG.ffn_dim)
     with pytest.raises(ValueError, match="ffn_dim: expected >= 1"):
         drafter_config(CFG, 0)
+
+
+def test_action_stats_come_from_a_manifest_or_a_calib_file(tmp_path):
+    """``--action-stats`` keeps a fine-tuned verifier's bins: the statistics are read from an artifact
+    manifest's ``codec.action`` or a calib file's ``action``; anything else is refused naming the file."""
+    import json
+
+    from vla.train_common import read_action_stats
+
+    stats = ActionStats.from_actions(np.random.default_rng(0).normal(0, 0.01, (500, 7)))
+    (tmp_path / "manifest.json").write_text(json.dumps({"codec": {"vocab_size": 384, "action": stats.to_json()}}))
+    (tmp_path / "calib.json").write_text(json.dumps({"kind": "action_stats", "action": stats.to_json()}))
+    (tmp_path / "other.json").write_text(json.dumps({"files": {}}))
+    assert read_action_stats(tmp_path / "manifest.json") == stats
+    assert read_action_stats(tmp_path / "calib.json") == stats
+    with pytest.raises(ValueError, match=r"other\.json: expected a manifest with codec\.action"):
+        read_action_stats(tmp_path / "other.json")
