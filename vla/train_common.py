@@ -14,6 +14,7 @@ import torch
 
 from calib.stats import fit_action_stats
 from edge.codec import ActionStats
+from edge.files import read_json
 from vla.artifact import load_state
 from vla.model import VLAConfig, Verifier
 
@@ -54,10 +55,10 @@ def start_run(args) -> tuple[Path, VLAConfig, object, dict]:
 
 
 def read_action_stats(path) -> ActionStats:
-    """The action statistics of an artifact manifest (``codec.action``) or a calib file (``action``); a file
-    with neither is an error naming it."""
-    doc = json.loads(Path(path).read_text())
-    data = doc.get("codec", {}).get("action") if isinstance(doc.get("codec"), dict) else doc.get("action")
+    """The action statistics of an artifact manifest (``codec.action``) or a calib file (``action``); a missing
+    or malformed file, or one with neither, is an error naming it."""
+    doc = read_json(path, ValueError)
+    data = doc["codec"].get("action") if isinstance(doc.get("codec"), dict) else doc.get("action")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a manifest with codec.action or an action-stats file with action, "
                          f"got keys {sorted(doc)}")
@@ -103,8 +104,8 @@ def load_vision_init(model: Verifier, path) -> dict:
     """Overwrite ``model``'s vision stem, the embeddings of its words (ids below ``n_text``) and, with
     ``film_order``, its word-place gates with a ``grounding.pt``'s; the action-bin embeddings stay
     ``model``'s own (grounding never trains them, and a verifier started from trained weights keeps them).
-    Returns the grounding head's state (``{}`` if the file has none). A key the model lacks or a shape that differs is an error naming it (the configs
-    must match)."""
+    Returns the grounding head's state (``{}`` if the file has none). A key the model lacks or a shape that
+    differs is an error naming it (the configs must match)."""
     state, own = dict(load_state(path)), model.state_dict()
     head = {k[len(GROUND_HEAD):]: state.pop(k) for k in list(state) if k.startswith(GROUND_HEAD)}
     for k, v in state.items():

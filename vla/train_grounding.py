@@ -3,8 +3,8 @@ on where the instruction's block and its destination are (``sim.tasks.stage_targ
 an episode's first grasp (the block has not moved), several times faster a step than the whole model;
 writes grounding.pt (``vision.*``, ``embed.weight``, ``word_pos`` with ``film_order``, and the head,
 ``ground_head.*``) for ``verifier --init-vision`` (and ``--ground-weight``, which keeps asking the stem
-that question). With
-``--init`` it starts from a trained verifier's stem and words (grown to the config, e.g. ``film_order``).
+that question). With ``--init`` it starts from a trained verifier's stem and words (grown to the config,
+e.g. ``film_order``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from tqdm import tqdm
 
 from edge.codec import ActionCodec
 from edge.tokenizer import Tokenizer
+from vla.artifact import load_state
 from vla.data import Samples, dataset_instructions, load_samples
 from vla.losses import grounding_head, stem_grounding_loss
 from vla.model import Verifier
 from vla.rows import before_first_switch, steps_in_episode
-from vla.artifact import load_state
 from vla.train_common import GROUND_HEAD, optimizer_step, start_run, widen_inputs
 
 
