@@ -12,8 +12,10 @@
 
 A reader thread per source puts every frame into a latest-value ``Mailbox``; ``read_latest``
 returns the newest frame if it is at most ``max_age_ms`` old by its capture time, else ``None``
-(a frozen or dead camera reads as ``None``, never as an old frame). ``counters`` holds frames
-received, reconnects and errors.
+(a frozen or dead camera reads as ``None``, never as an old frame); ``read_after(t_mono,
+timeout_s)`` waits for a frame captured at or after ``t_mono`` (the runtime's after-motion
+observation), ``None`` when none arrives in time. ``counters`` holds frames received, reconnects
+and errors.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ class CameraSource:
         frame = self.box.get()[0]
         if frame is None or (time.monotonic() - frame.t_mono) * 1e3 > max_age_ms:
             return None
+        return frame
+
+    def read_after(self, t_mono: float, timeout_s: float) -> Frame | None:
+        """The newest frame captured at or after ``t_mono``, waiting up to ``timeout_s`` for one."""
+        deadline = time.monotonic() + timeout_s
+        frame, _, version = self.box.get()
+        while frame is None or frame.t_mono < t_mono:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return None
+            frame, _, version = self.box.wait_newer(version, min(left, 0.05))
         return frame
 
     def wait_first(self, timeout_s: float) -> Frame:

@@ -1,18 +1,24 @@
 """The fixed-rate control thread: newest action -> tool pose -> IK -> clamped joint command.
 
-``ControlLoop(bridge, chain, actions, cfg, telemetry, notifier, on_fault)``. Every
+``ControlLoop(bridge, chain, actions, cfg, telemetry, notifier, on_fault, motion=None)``. Every
 ``command_period_ms`` on monotonic deadlines it:
 
 1. reads the newest ``StepAction`` (never waits for inference). A new action moves the goal tool
    pose by its delta (clipped per axis, the goal clipped to the workspace box), as the model was
    trained (``sim/README.md``): translation added, rotation ``R <- R(drpy) R``. With
    ``interpolation: linear`` the commanded pose ramps from the previous goal to the new one over
-   one policy period; with ``step`` it jumps;
+   one policy period; with ``step`` it jumps; with ``minjerk`` it follows a minimum-jerk profile
+   (at rest at both ends) over ``ramp_duration_s``: the policy period, or longer when the joint
+   move (one IK solve of the goal) needs it to stay within ``ramp_limit_share`` of the joints'
+   velocity and acceleration limits, so the bridge's safety clamps do not shape the motion;
 2. solves IK warm-started from the previous joint target (``edge.kinematics``, at most
    ``ik_max_iters`` iterations) and sends the joint command through the bridge (which clamps it
    to the arm's limits and refuses to send on a stale state);
 3. records the command period, frame-to-wire latency (frame capture time to the first command
-   of that action written to the port) and frame age at every command, clamps and overruns.
+   of that action written to the port) and frame age at every command, clamps and overruns;
+4. with ``inference.observe: after_motion``, tells ``motion`` (``edge.motion_tracker``) when an
+   action's first command went out and when its commanded motion ended (the ramp reached the
+   goal; with ``step`` at once).
 
 No fresh action for ``action_max_age_ms``: the pose stops where it is (the last target is sent
 again: the arm holds) and ``holds`` is counted; for ``stale_stop_ms``: fault ``inference: ...``.
@@ -38,15 +44,35 @@ import numpy as np
 
 from edge.kinematics import axis_angle, rpy_to_rot
 from edge.run_config import RunConfig
+from edge.motion_tracker import MotionTracker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControlLoop"]
+__all__ = ["ControlLoop", "ramp_duration_s", "minjerk"]
+
+# peak speed and acceleration of the minimum-jerk profile s(t/T) = 10u^3 - 15u^4 + 6u^5, times distance / T (^2)
+MINJERK_PEAK_VEL, MINJERK_PEAK_ACC = 1.875, 5.7735
+
+
+def minjerk(u: float) -> float:
+    """Minimum-jerk progress in [0, 1] at normalised time ``u`` (clipped to [0, 1])."""
+    u = min(max(u, 0.0), 1.0)
+    return u * u * u * (10.0 + u * (-15.0 + 6.0 * u))
+
+
+def ramp_duration_s(dq, max_vel, max_acc, min_s: float, share: float) -> float:
+    """Shortest minimum-jerk duration, at least ``min_s``, moving joints by ``dq`` within ``share`` of the limits."""
+    dq = np.abs(np.asarray(dq, float))
+    t_vel = MINJERK_PEAK_VEL * dq / (share * np.asarray(max_vel, float))
+    t_acc = np.sqrt(MINJERK_PEAK_ACC * dq / (share * np.asarray(max_acc, float)))
+    return float(max(min_s, t_vel.max(initial=0.0), t_acc.max(initial=0.0)))
 
 
 class ControlLoop:
-    def __init__(self, bridge, chain, actions, cfg: RunConfig, telemetry, notifier, on_fault: Callable[[str, str], None]):
-        self.bridge, self.chain, self.actions = bridge, chain, actions
+    def __init__(self, bridge, chain, actions, cfg: RunConfig, telemetry, notifier, on_fault: Callable[[str, str], None],
+                 motion: MotionTracker | None = None):
+        self.bridge, self.chain, self.actions, self.motion = bridge, chain, actions, motion
+        self._track = motion is not None and cfg.inference.observe == "after_motion"
         self.cfg, self.c, self.tm, self.notifier, self.on_fault = cfg, cfg.control, telemetry, notifier, on_fault
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,6 +103,7 @@ class ControlLoop:
             self.goal_pos, self.goal_rot = self.chain.fk(self.q_cmd)
             self.from_pos, self.from_rot = self.goal_pos.copy(), self.goal_rot.copy()
             self.t_goal = time.monotonic()
+            self.ramp_s = self.c.policy_period_ms / 1e3
             self.gripper_open = True
             self.version = self.actions.get()[2]
             self.action_t = time.monotonic()
@@ -92,13 +119,21 @@ class ControlLoop:
                                 c.workspace_min_m, c.workspace_max_m)
         self.goal_rot = rpy_to_rot(np.clip(d[3:6], -c.max_delta_rad, c.max_delta_rad)) @ self.goal_rot
         self.gripper_open = act.gripper_open
+        self.ramp_s = c.policy_period_ms / 1e3
+        if c.interpolation == "minjerk":
+            q_goal, _ = self.chain.ik(self.goal_pos, self.goal_rot, self.q_cmd, max_iters=self.c.ik_max_iters)
+            lim = self.bridge.limits
+            self.ramp_s = ramp_duration_s(q_goal - self.q_cmd, lim.max_vel_rad_s, lim.max_acc_rad_s2, self.ramp_s,
+                                          c.ramp_limit_share)
         self.t_goal = time.monotonic()
         self.frame_t = act.frame_t_mono
 
     def _pose(self, now: float):
         if self.c.interpolation == "step":
             return self.goal_pos, self.goal_rot
-        a = min(1.0, (now - self.t_goal) / (self.c.policy_period_ms / 1e3))
+        a = min(1.0, (now - self.t_goal) / self.ramp_s)
+        if self.c.interpolation == "minjerk":
+            a = minjerk(a)
         pos = self.from_pos + a * (self.goal_pos - self.from_pos)
         if a >= 1.0:
             return pos, self.goal_rot
@@ -149,7 +184,16 @@ class ControlLoop:
             if first:
                 self.tm.sample("frame_to_wire_ms", (t_wire - self.frame_t) * 1e3)
             self.wire_log.append((t_wire, self.frame_t, first))
+        if self._track:
+            self._track_motion(first, t_wire)
         return fresh
+
+    def _track_motion(self, first: bool, t_wire: float) -> None:
+        if first:
+            self.motion.started(self.version, t_wire)
+        done = self.c.interpolation == "step" or t_wire - self.t_goal >= self.ramp_s
+        if done and self.motion.pending(self.version):
+            self.motion.ended(self.version, t_wire)
 
     def _watchdog(self, healthy: bool) -> None:
         self.healthy_streak = self.healthy_streak + 1 if healthy else 0

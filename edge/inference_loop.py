@@ -6,7 +6,11 @@ control thread reads (``StepAction``: end-effector delta, gripper, the frame's c
 
 Each step (at monotonic deadlines ``policy_period_ms`` apart; a late step starts at once):
 read the newest frame no older than ``camera.max_age_ms`` (none: no action, and after
-``camera.stale_stop_ms`` a fault ``camera: ...``), then run the step's CPU work (the previous
+``camera.stale_stop_ms`` a fault ``camera: ...``); with ``inference.observe: after_motion`` the
+frame must instead be captured after the previous action's commanded motion ended and at least
+``observe_min_ms`` after its first command (``edge.motion_tracker``; an episode's first frame:
+after the episode began), waited for up to ``camera.max_age_ms`` once that time is known
+(``observe_wait_ms``, ``observe_timeouts``); then run the step's CPU work (the previous
 step's JSON line and histograms, the tool position from forward kinematics) on a helper thread
 *while* the decoder runs (ONNX Runtime releases the GIL) with
 ``inference.cpu_work: overlapped``, before it with ``serial``, alternately with ``ab``. Per step
@@ -33,6 +37,7 @@ import numpy as np
 
 from edge.mailbox import Mailbox
 from edge.run_config import RunConfig
+from edge.motion_tracker import MotionTracker
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +87,14 @@ class _Helper:
 
 
 class InferenceLoop:
-    def __init__(self, policy, camera, bridge, chain, cfg: RunConfig, telemetry, on_fault: Callable[[str, str], None]):
+    def __init__(self, policy, camera, bridge, chain, cfg: RunConfig, telemetry, on_fault: Callable[[str, str], None],
+                 motion: MotionTracker | None = None):
         self.policy, self.camera, self.bridge, self.chain = policy, camera, bridge, chain
+        self.motion = motion if motion is not None else MotionTracker()
+        self._published: int | None = None  # mailbox version of this episode's last action
+        self._episode_t0 = time.monotonic()
+        # after_motion: how the current step's frame was chosen, the wait for it, the earliest capture time allowed
+        self._observed, self._observe_wait_ms, self._observe_t = "", 0.0, 0.0
         self.cfg, self.tm, self.on_fault = cfg, telemetry, on_fault
         self.actions: Mailbox[StepAction] = Mailbox()
         self.helper = _Helper()
@@ -109,8 +120,9 @@ class InferenceLoop:
             self._instruction = instruction
             self.episode_steps = 0
             self._prev = None
+            self._published = None
             self.policy.reset()
-            self.last_frame_ok_t = time.monotonic()
+            self.last_frame_ok_t = self._episode_t0 = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -140,9 +152,35 @@ class InferenceLoop:
         if prev is not None:
             self.tm.step(prev["record"])  # the previous step's JSON line and histograms
 
+    def _observe_after(self) -> float | None:
+        """After-motion observation: the earliest capture time of this step's frame (None: no action went out)."""
+        ic = self.cfg.inference
+        if self._published is None:
+            self._observed = "episode_start"
+            return self._episode_t0
+        t_obs, how = self.motion.observe_time(self._published, ic.observe_min_ms / 1e3, ic.observe_wait_max_ms / 1e3)
+        if how == "timeout":
+            self.tm.count("observe_timeouts")
+        self._observed = how
+        return t_obs
+
+    def _read_frame(self):
+        ccfg = self.cfg.camera
+        if self.cfg.inference.observe == "newest":
+            return self.camera.read_latest(ccfg.max_age_ms)
+        t0 = time.monotonic()
+        t_obs = self._observe_after()
+        self._observe_t = t_obs or 0.0
+        frame = None if t_obs is None else self.camera.read_after(
+            t_obs, max(0.0, t_obs - time.monotonic()) + ccfg.max_age_ms / 1e3)
+        if frame is not None:
+            self._observe_wait_ms = (time.monotonic() - t0) * 1e3
+            self.tm.sample("observe_wait_ms", self._observe_wait_ms)
+        return frame
+
     def _step(self, instruction: str) -> None:
         ccfg = self.cfg.camera
-        frame = self.camera.read_latest(ccfg.max_age_ms)
+        frame = self._read_frame()
         now = time.monotonic()
         if frame is None:
             self.tm.count("stale_frames")
@@ -181,6 +219,7 @@ class InferenceLoop:
         infer_ms = (t2 - t1) * 1e3
         self.actions.put(StepAction(self.episode_steps, action[:6].astype(float), bool(action[6] >= 0.5),
                                     frame.t_mono, frame.seq))
+        self._published = self.actions.get()[2]
         self.tm.sample("infer_ms", infer_ms)
         self.tm.sample("step_wall_ms", wall_ms)
         if prev is not None:
@@ -203,6 +242,9 @@ class InferenceLoop:
                   "action": [round(float(a), 5) for a in action], "verifier_passes": stats.verifier_passes,
                   "accepted": list(stats.accepted), "precision": precision,
                   "plan": {k: info[k] for k in ("mode", "threshold_bins", "candidates") if k in info} or None}
+        if self.cfg.inference.observe == "after_motion":  # why this frame: the motion ended, or the wait timed out
+            record["observe"] = {"after": self._observed, "wait_ms": round(self._observe_wait_ms, 2),
+                                 "not_before_s": round(self._observe_t, 4), "frame_t_s": round(frame.t_mono, 4)}
         t3 = time.perf_counter()
         self.policy.flush()  # the kinematic layer's update, after the action is out
         record["kin_update_ms"] = round((time.perf_counter() - t3) * 1e3, 3)

@@ -38,7 +38,10 @@ class SerialConfig:
 class ControlConfig:
     command_period_ms: float = 10.0  # joint command period of the control thread (100 Hz)
     policy_period_ms: float = 100.0  # one action = one end-effector delta per this period (the model's 10 Hz)
-    interpolation: Literal["linear", "step"] = "linear"  # tool pose between actions: ramp over a policy period, or jump
+    interpolation: Literal["linear", "step", "minjerk"] = "linear"  # tool pose between actions: ramp over a policy
+    # period, jump, or minimum jerk from rest to rest over the longer of a policy period and what the joint limits
+    # allow (for inference.observe: after_motion, where every action starts from rest)
+    ramp_limit_share: float = 0.8  # minjerk: plan for this share of the joints' velocity and acceleration limits
     overrun_policy: Literal["skip", "catch_up"] = "skip"  # late tick: drop missed deadlines, or run them back to back
     max_consecutive_overruns: int = 20  # this many late ticks in a row is a fault (safe stop)
     action_max_age_ms: float = 400.0  # no new action for this long: hold the last pose (counted)
@@ -51,11 +54,28 @@ class ControlConfig:
     rt_priority: int = 0  # SCHED_FIFO priority of the control thread only (0: normal scheduling)
     switch_interval_s: float = 2e-4  # sys.setswitchinterval: short GIL slices keep the loop on time
 
+    def __post_init__(self):
+        if not 0 < self.ramp_limit_share <= 1:
+            raise ValueError(f"ramp_limit_share: expected a share in (0, 1], got {self.ramp_limit_share}")
+
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
     cpu_work: Literal["overlapped", "serial", "ab"] = "overlapped"  # step CPU work (telemetry, forward kinematics)
     # while the verifier runs, before it, or alternating per step to measure how much of it is hidden (ab)
+    observe: Literal["after_motion", "newest"] = "newest"  # the frame an action is computed from: the newest one at
+    # each policy period (free-running), or one captured after the previous action's commanded motion ended and at
+    # least observe_min_ms after its first command (after_motion), as a model trained on stepped simulation saw
+    # them (sim.env: one policy period of motion, then the image)
+    observe_min_ms: float = 100.0  # after_motion: the frame is captured at least this long after the previous
+    # action's first command (sim.env's physics time per action)
+    observe_wait_max_ms: float = 400.0  # after_motion: wait at most this long after the previous action's first
+    # command for its motion to end (counted as observe_timeouts)
+
+    def __post_init__(self):
+        for name in ("observe_min_ms", "observe_wait_max_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)

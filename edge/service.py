@@ -27,6 +27,7 @@ from edge.control_loop import ControlLoop
 from edge.inference_loop import InferenceLoop
 from edge.kinematics import ArmChain
 from edge.run_config import RunConfig
+from edge.motion_tracker import MotionTracker
 from edge.sd_notify import Notifier
 from edge.telemetry import Telemetry
 from edge.world_link import WorldClient, start_world
@@ -92,9 +93,11 @@ class Service:
                             state_max_age_ms=cfg.serial.state_max_age_ms,
                             command_period_ms=cfg.control.command_period_ms)
         self.bridge = self._step("controller", lambda: Bridge(bcfg, fk=lambda q: chain.fk(q)[0]).connect())
-        self.inference = InferenceLoop(self.policy, self.camera, self.bridge, chain, cfg, self.tm, self.fault).start()
+        motion = MotionTracker()  # when each action's motion started and ended (inference.observe: after_motion)
+        self.inference = InferenceLoop(self.policy, self.camera, self.bridge, chain, cfg, self.tm, self.fault,
+                                       motion).start()
         self.control = ControlLoop(self.bridge, chain, self.inference.actions, cfg, self.tm, self.notifier,
-                                   self.fault).start()
+                                   self.fault, motion).start()
         self.notifier.ready(f"engines {cfg.policy.engines} ({cfg.policy.precision}), controller {serial_url}")
         log.info("ready: camera %s, controller %s, engines %s", camera_uri, serial_url, cfg.policy.engines)
         return self

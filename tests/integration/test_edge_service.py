@@ -157,6 +157,26 @@ def test_sigterm_holds_arm_and_flushes(tiny_engine_set, tmp_path):
     assert len((tmp_path / "steps.jsonl").read_text().splitlines()) >= 5  # flushed on stop
 
 
+def test_after_motion_frames_are_captured_after_the_previous_motion(world, tiny_engine_set, tmp_path):
+    svc = running_service(world, tiny_engine_set, tmp_path,
+                          extra=["inference.observe=after_motion", "control.interpolation=minjerk"])
+    try:
+        assert wait_for(lambda: sum(1 for w in list(svc.control.wire_log) if w[2]) >= 15, 20), "too few actions"
+        wire = list(svc.control.wire_log)
+    finally:
+        svc.request_stop()
+        svc.safe_stop()
+    assert svc.fault_info is None, svc.fault_info
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    obs = [r["observe"] for r in steps if r["step"] > 0]
+    assert len(obs) >= 10 and all(o["frame_t_s"] >= o["not_before_s"] for o in obs), obs
+    assert sum(o["after"] == "motion_end" for o in obs) >= len(obs) - 2, obs
+    # each action's frame was captured at least observe_min_ms (100) after the previous action's first command
+    firsts = [(t_wire, frame_t) for t_wire, frame_t, first in wire if first]
+    for (w0, _), (w1, f1) in zip(firsts[1:], firsts[2:]):
+        assert f1 >= w0 + 0.1, (f1 - w0)
+
+
 # --- faults: safe stop, then a restart resumes --------------------------------------------------
 def test_frozen_camera_stops_watchdog_then_safe_stop(world, tiny_engine_set, tmp_path, caplog):
     caplog.set_level(logging.INFO)
