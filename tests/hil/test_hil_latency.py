@@ -78,7 +78,7 @@ def test_latency_report(hil_controller, episode_file, tiny_engine_set, tmp_path)
     try:
         svc.begin(cfg.job.instruction)
         t0 = time.monotonic()
-        while (min(svc.tm.counters["commands"] / N_COMMANDS, svc.tm.counters.get("policy_steps", 0) / N_POLICY_STEPS) < 1
+        while ((len(svc.control.wire_log) < N_COMMANDS or svc.tm.counters.get("policy_steps", 0) < N_POLICY_STEPS)
                and not svc.stopped.is_set() and time.monotonic() - t0 < 200):
             time.sleep(0.1)
         svc.end()
