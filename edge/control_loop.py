@@ -43,8 +43,8 @@ from typing import Callable
 import numpy as np
 
 from edge.kinematics import axis_angle, rpy_to_rot
-from edge.run_config import RunConfig
 from edge.motion_tracker import MotionTracker
+from edge.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 

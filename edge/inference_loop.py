@@ -36,8 +36,8 @@ from typing import Callable
 import numpy as np
 
 from edge.mailbox import Mailbox
-from edge.run_config import RunConfig
 from edge.motion_tracker import MotionTracker
+from edge.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -134,7 +134,7 @@ def summarize(results: list[dict], report: dict) -> dict:
             "accepted_per_round": sum(k * v for k, v in hist.items()) / rounds if rounds else None,
             "verifier_passes_per_action": report["verifier_passes_per_action"],
             "latency_ms": {k: st.get(k) for k in ("frame_to_wire_ms", "infer_ms", "command_period_ms", "cpu_work_ms",
-                                                  "overlap_hidden_pct", "ik_ms")},
+                                                  "overlap_hidden_pct", "ik_ms", "observe_wait_ms")},
             "counters": c}
 
 
@@ -155,5 +155,6 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {k:>22}: p50 {v['p50']:7.2f}  p99 {v['p99']:7.2f}  max {v['max']:7.2f}  (n={v['n']})")
     c = s["counters"]
     lines.append(f"  overruns {c.get('overruns', 0)}, holds {c.get('holds', 0)}, clamps {c.get('clamps', 0)}, "
-                 f"crc errors {c.get('crc_errors', 0)}, stale frames {c.get('stale_frames', 0)}")
+                 f"crc errors {c.get('crc_errors', 0)}, stale frames {c.get('stale_frames', 0)}, "
+                 f"observe timeouts {c.get('observe_timeouts', 0)}")
     return "\n".join(lines)

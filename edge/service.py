@@ -26,8 +26,8 @@ from edge.camera import open_camera
 from edge.control_loop import ControlLoop
 from edge.inference_loop import InferenceLoop
 from edge.kinematics import ArmChain
-from edge.run_config import RunConfig
 from edge.motion_tracker import MotionTracker
+from edge.run_config import RunConfig
 from edge.sd_notify import Notifier
 from edge.telemetry import Telemetry
 from edge.world_link import WorldClient, start_world
