@@ -64,13 +64,14 @@ def run(args) -> dict:
     from sim.env import ArmEnv
     from sim.rollout import episode_plan, run_episode
 
-    from bench.methods import MethodFiles
+    from bench.methods import MethodFiles, parse_variants
 
     methods = args.methods.split(",")
     configure_threads(args.threads)
     files = MethodFiles(r_bins=args.r, kerv=args.kerv or "", retrieval=args.retrieval or "", dyq=args.dyq or "",
                         dyq_levels=tuple(args.dyq_levels.split(",")),
-                        dyq_bounds=tuple(float(x) for x in args.dyq_bounds.split(",") if x.strip()))
+                        dyq_bounds=tuple(float(x) for x in args.dyq_bounds.split(",") if x.strip()),
+                        variants=parse_variants(args.variant))
     policies, memory = build_policies(methods, PolicyConfig(engines=args.engines, precision=args.precision,
                                                             threads=None), files)
     plan = episode_plan(args.suite, args.episodes, args.seed_start)
@@ -183,6 +184,8 @@ def add_args(p: argparse.ArgumentParser, default_methods: str, default_out: str)
                    "--dyq-levels/--dyq-bounds with the default scales")
     p.add_argument("--dyq-levels", default="int8,fp32", help="DyQ precisions, lowest first (each built)")
     p.add_argument("--dyq-bounds", default="0.5", help="DyQ sensitivity bounds between the levels (0.5: the paper's theta_fp)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=BASE:KEY=VALUE[;KEY=VALUE]",
+                   help="a method BASE with PolicyConfig overrides, named NAME for --methods (bench.methods)")
     p.add_argument("--out", default=default_out, help="output directory")
 
 

@@ -16,6 +16,11 @@ Names (``python -m bench --methods ...``):
   ``--dyq-levels``).
 - ``full``: all of the above plus the Kalman forecast as a one-pass candidate, planned per step.
 
+Variants (``--variant NAME=BASE:KEY=VALUE;KEY=VALUE``): method ``BASE`` with ``PolicyConfig``
+fields overridden, by the same dotted keys and checks as ``python -m edge run --set`` (e.g.
+``full-tok0=full:kinematic.step.candidate_rule=token;kinematic.step.candidate_threshold_bins=0``),
+so configurations are compared side by side in one run without new method names in code.
+
 A method whose calibration file is missing is an error naming the file and the command that
 writes it (``python -m calib kerv`` / ``python -m calib retrieval``).
 """
@@ -29,7 +34,7 @@ from edge.kinematic import KinematicConfig
 from edge.policy import DecoderConfig, PolicyConfig
 from edge.step_policy import StepPolicyConfig
 
-__all__ = ["MethodFiles", "method_config", "KINEMATIC_METHODS"]
+__all__ = ["MethodFiles", "method_config", "parse_variants", "KINEMATIC_METHODS"]
 
 KINEMATIC_METHODS = ("kerv", "heisd", "dyq", "full")
 
@@ -42,6 +47,7 @@ class MethodFiles:
     dyq: str = ""  # calib dyq output; when given it sets the ladder and scales (levels and bounds below unused)
     dyq_levels: tuple[str, ...] = ("int8", "fp32")
     dyq_bounds: tuple[float, ...] = (0.5,)
+    variants: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (name, base method, overrides): parse_variants
 
 
 def _need(path: str, what: str, command: str) -> str:
@@ -69,7 +75,35 @@ def spec_decoder(name: str) -> DecoderConfig:
     return DecoderConfig(method="speculative", draft=kind, **fields)
 
 
+def parse_variants(specs) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """``NAME=BASE:KEY=VALUE;KEY=VALUE`` strings -> (name, base, overrides); malformed ones raise."""
+    out, seen = [], set()
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        base, sep2, sets = rest.partition(":")
+        name, base = name.strip(), base.strip()
+        overrides = tuple(x.strip() for x in sets.split(";") if x.strip())
+        if not sep or not sep2 or not name or not base or not overrides or any("=" not in o for o in overrides):
+            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:KEY=VALUE[;KEY=VALUE...], e.g. "
+                             "full-tok=full:kinematic.step.candidate_rule=token")
+        if name in seen or name == base:
+            raise ValueError(f"--variant {spec!r}: the name {name!r} is already used")
+        seen.add(name)
+        out.append((name, base, overrides))
+    return tuple(out)
+
+
 def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyConfig:
+    for vname, vbase, overrides in files.variants:
+        if vname == name:
+            from edge.config import ConfigError, apply_overrides, from_dict, to_dict
+
+            cfg = method_config(vbase, base, dataclasses.replace(files, variants=()))
+            try:
+                data = apply_overrides(to_dict(cfg), overrides, PolicyConfig)
+            except ConfigError as exc:
+                raise ValueError(f"--variant {name}: {exc}") from None
+            return from_dict(PolicyConfig, data, f"--variant {name}")  # a bad value: ConfigError (a ValueError)
     if name == "ar":
         return dataclasses.replace(base, decoder=DecoderConfig(method="ar"), kinematic=None)
     if name == "specvla":

@@ -32,10 +32,12 @@ every regime: there they cost no extra verifier pass (HeiSD verified them in a p
 own, so its switch had to choose between them and the drafter; here the drafter continues
 whatever the candidates leave).
 
-Candidates and acceptance. Retrieved candidates are checked with HeiSD's group rule (groups
-xyz / rpy / gripper), a Kalman forecast alone with the step's token rule (KERV's per-dim
-threshold); when both ride in one prefill the group rule applies to the tree. The drafter's
-trees always use the token rule.
+Candidates and acceptance (``candidate_rule``). By default retrieved candidates are checked with
+HeiSD's group rule (groups xyz / rpy / gripper), a Kalman forecast alone with the step's token
+rule (KERV's per-dim threshold); when both ride in one prefill the group rule applies to the
+tree. ``step.candidate_rule: token`` checks every candidate per token instead, at
+``step.candidate_threshold_bins`` (0: exact) or the step's threshold. The drafter's trees always
+use the step's token rule.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from edge.retrieval import (RetrievalConfig, RetrievalStore, drafts_to_tree, rec
                             verify_skip)
 from edge.step_policy import StepPolicyConfig, StepSignals, plan_step
 
-__all__ = ["KinematicConfig", "KinematicLayer", "build_layer", "precisions_needed", "apply_dyq_file"]
+__all__ = ["KinematicConfig", "KinematicLayer", "build_layer", "precisions_needed", "apply_dyq_file", "candidate_rule"]
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +196,11 @@ class KinematicLayer:
             tokens, st = decode_ar(m, images, prompt_ids)
         else:
             rule = AcceptRule(threshold_bins=tuple(int(x) for x in thr), exact_gripper=self.cfg.exact_gripper)
-            rows, cand_rule = [], rule
+            rows, cand_rule = [], candidate_rule(rule, self.cfg.step, self.retrieval, "retrieval" in plan.candidates)
             if "kf" in plan.candidates:
                 rows.append(kerv_predict_tokens(self.kstate, self.kerv))
             if "retrieval" in plan.candidates:
                 rows.extend(ret["drafts"][: self.cfg.step.retrieval_candidates])
-                cand_rule = self.retrieval.accept_rule()
             tree = drafts_to_tree(np.asarray(rows, np.int64)) if rows else None
             compensate, branch = self._kerv_hooks(filled) if self.cfg.use_kerv else (None, None)
             c = self.cfg
@@ -248,6 +249,18 @@ class KinematicLayer:
         self.pos = self.pos[-64:]
         self.skips_in_row = self.skips_in_row + 1 if skipped else 0
         self.step_index += 1
+
+
+def candidate_rule(step_rule: AcceptRule, step: StepPolicyConfig, retrieval: RetrievalConfig | None,
+                   retrieved: bool) -> AcceptRule:
+    """The rule that checks the prefill's whole-action candidates: HeiSD's group rule when a
+    retrieved row rides and ``step.candidate_rule`` is "group"; otherwise the token rule, at
+    ``step.candidate_threshold_bins`` when set (0: exact), else at the step's own thresholds."""
+    if retrieved and step.candidate_rule == "group" and retrieval is not None:
+        return retrieval.accept_rule()
+    if step.candidate_threshold_bins is None:
+        return step_rule
+    return dataclasses.replace(step_rule, threshold_bins=(int(step.candidate_threshold_bins),) * ACTION_DIM)
 
 
 def check_store_codec(store: RetrievalStore, codec, where: str) -> None:

@@ -54,7 +54,7 @@ class PolicyConfig:
     engines: str = "build/engines"  # engine set directory (python -m export.build_engines)
     precision: str = "fp32"  # verifier precision: fp32, int8, int4, int4a8 (as built)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)  # ONNX Runtime execution providers
-    threads: int = 2  # intra-op threads per session
+    threads: int | None = 2  # intra-op threads per session (None: the process-wide setting, edge.engine.configure_threads)
     decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
     kinematic: KinematicConfig | None = None  # the kinematic layer (None: the plain decoder above)
 

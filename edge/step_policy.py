@@ -41,6 +41,15 @@ class StepPolicyConfig:
     verify_skip: bool = True  # HeiSD: skip verification when retrieval is confident
     max_consecutive_skips: int = 1  # steps in a row that may go unverified
     fused_min: float = 0.5  # HeiSD fused metric at or above which the arm is in the retrieval regime
+    # how whole-action candidates in the prefill are checked: "group" (HeiSD's sequence-wise rule, whenever a
+    # retrieved row rides; a Kalman forecast alone uses the token rule) or "token" (per token, every source)
+    candidate_rule: Literal["group", "token"] = "group"
+    candidate_threshold_bins: int | None = None  # token rule's threshold for candidates (None: the step's own)
+
+    def __post_init__(self):
+        if self.candidate_threshold_bins is not None and self.candidate_threshold_bins < 0:
+            raise ValueError(f"StepPolicyConfig.candidate_threshold_bins: expected >= 0 or None, "
+                             f"got {self.candidate_threshold_bins}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -138,3 +138,27 @@ def test_missing_calibration_is_refused(world):
         layer(world, KinematicConfig(use_kerv=True))
     with pytest.raises(ValueError, match="use_retrieval needs"):
         layer(world, KinematicConfig(use_retrieval=True))
+
+
+def test_candidate_rule_token_exact_keeps_ar_where_the_group_rule_takes_wrong_drafts(world):
+    """Retrieved actions 3 bins off on every token: HeiSD's group rule at a wide tolerance executes
+    them (the tolerance is wider than the vocabulary: the random verifier's greedy tokens after a
+    wrong prefix need not be near it); ``candidate_rule: token`` at 0 bins rejects them, and the
+    step equals AR's."""
+    wrong = [[t + 3 for t in a] for a in world["ar"]]
+    store = store_of(world, wrong)
+    rcfg = RetrievalConfig(top_k=1, search_pool=4, group_sum_bins=(10**6,) * 3,
+                           group_token_max_bins=(10**6,) * 3)
+    kerv = KervConfig(kf_model="rw", compensate_enabled=False, threshold_enabled=True, r_min_bins=0, r_max_bins=0)
+
+    def stack(**step):
+        cfg = KinematicConfig(threshold_bins=0, use_kerv=True, use_retrieval=True, step=StepPolicyConfig(
+            onepass=True, retrieval_candidates=1, verify_skip=False, **step))
+        return run(world, layer(world, cfg, kerv=kerv, retrieval=rcfg, store=store))
+
+    group = stack()  # every action a candidate row accepted whole (retrieved, or the Kalman forecast of them)
+    assert all(t != ar and s.verifier_passes == 1 for (t, s, _), ar in zip(group, world["ar"]))
+    assert group[0][0] == wrong[0]  # before the Kalman filter is ready, the retrieved row
+    exact = stack(candidate_rule="token", candidate_threshold_bins=0)
+    assert [t for t, _, _ in exact] == world["ar"]
+    assert all(i["mode"] == "onepass" and "retrieval" in i["candidates"] for _, _, i in exact)

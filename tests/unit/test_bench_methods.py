@@ -21,3 +21,24 @@ def test_tree_and_chain_shapes_from_names():
 def test_bad_shape_names_say_what_was_expected(bad):
     with pytest.raises(ValueError, match="expected (tree|chain)-rR"):
         method_config(bad, PolicyConfig(), MethodFiles())
+
+
+def test_variants_override_policy_fields_and_name_bad_keys(tmp_path):
+    from bench.methods import parse_variants
+
+    kerv, ret = tmp_path / "kerv.json", tmp_path / "ret.json"
+    kerv.write_text("{}"), ret.write_text("{}")
+    v = parse_variants(["full-tok0=full:kinematic.step.candidate_rule=token;kinematic.step.candidate_threshold_bins=0",
+                        "spec-r2=specvla:decoder.threshold_bins=2"])
+    files = MethodFiles(kerv=str(kerv), retrieval=str(ret), variants=v)
+    full, tok0 = method_config("full", PolicyConfig(), files), method_config("full-tok0", PolicyConfig(), files)
+    assert full.kinematic.step.candidate_rule == "group" and full.kinematic.step.candidate_threshold_bins is None
+    assert tok0.kinematic.step.candidate_rule == "token" and tok0.kinematic.step.candidate_threshold_bins == 0
+    assert tok0.kinematic.step.kf_candidate and tok0.kinematic.use_retrieval  # the rest is the base method's
+    assert method_config("spec-r2", PolicyConfig(), files).decoder.threshold_bins == 2
+    with pytest.raises(ValueError, match="did you mean 'candidate_rule'"):
+        method_config("x", PolicyConfig(), MethodFiles(kerv=str(kerv), retrieval=str(ret), variants=parse_variants(
+            ["x=full:kinematic.step.candidate_rul=token"])))
+    for bad in ["nobase", "x=full", "x=full:", "x=full:novalue", "full=full:decoder.threshold_bins=1"]:
+        with pytest.raises(ValueError, match="--variant"):
+            parse_variants([bad])

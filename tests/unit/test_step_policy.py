@@ -17,3 +17,25 @@ def test_plan_modes():
     assert plan_step(StepSignals(), cfg)[0].mode == "drafter"
     assert plan_step(StepSignals(kf_ready=True), StepPolicyConfig(onepass=False, decoder="ar"))[0].mode == "ar"
     assert plan_step(sure, StepPolicyConfig(verify_skip=False))[0].mode == "onepass"
+
+
+def test_candidate_rule_choice():
+    import pytest
+
+    from edge.acceptance import AcceptRule
+    from edge.kinematic import candidate_rule
+    from edge.retrieval import RetrievalConfig
+
+    step_rule = AcceptRule(threshold_bins=(9,) * 7)
+    ret = RetrievalConfig()
+    group = candidate_rule(step_rule, StepPolicyConfig(), ret, retrieved=True)
+    assert group.mode == "group" and group.group_sum_bins == ret.group_sum_bins
+    # a Kalman forecast alone is checked with the step's token rule; so is any tree under candidate_rule=token
+    assert candidate_rule(step_rule, StepPolicyConfig(), ret, retrieved=False) == step_rule
+    assert candidate_rule(step_rule, StepPolicyConfig(candidate_rule="token"), ret, retrieved=True) == step_rule
+    exact = candidate_rule(step_rule, StepPolicyConfig(candidate_rule="token", candidate_threshold_bins=0), ret, True)
+    assert exact.mode == "token" and exact.thresholds().tolist() == [0] * 7
+    r3 = candidate_rule(step_rule, StepPolicyConfig(candidate_rule="token", candidate_threshold_bins=3), ret, False)
+    assert r3.thresholds().tolist() == [3] * 6 + [0]  # the gripper stays exact
+    with pytest.raises(ValueError, match="candidate_threshold_bins"):
+        StepPolicyConfig(candidate_threshold_bins=-1)
