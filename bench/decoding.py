@@ -107,7 +107,7 @@ def run(args) -> dict:
                          "prefill_candidates": [s.prefill_candidates for s in st], "prefill_ms": [s.prefill_ms for s in st],
                          "verify_ms": [s.verify_ms / max(s.verifier_passes - 1, 1) for s in st],
                          "draft_ms": [s.draft_ms for s in st],
-                         "steps": [{k: i.get(k) for k in ("mode", "precision", "threshold_bins")} for i in infos]
+                         "steps": [{k: i.get(k) for k in ("mode", "precision", "threshold_bins", "whole")} for i in infos]
                          if any(infos) else []})
             bar.update(1)
     bar.close()
@@ -141,6 +141,9 @@ def summarize(result: dict) -> dict:
         modes = [st["mode"] for r in rs for st in r.get("steps", []) if st.get("mode")]
         if modes:
             s["mode_mix"] = {k: modes.count(k) / len(modes) for k in sorted(set(modes))}
+            whole = [st.get("whole") or "none" for r in rs for st in r.get("steps", []) if st.get("mode") == "onepass"]
+            if whole:  # of the one-pass steps: whose candidate became the whole action
+                s["onepass_whole"] = {k: whole.count(k) / len(whole) for k in sorted(set(whole))}
         if ar is not None:
             common = sorted(set(by[m]) & set(ar))
             s["paired_success_vs_ar"] = paired_difference([ar[k]["success"] for k in common],

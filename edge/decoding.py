@@ -116,6 +116,46 @@ def _one_per_pass(models: Models, st: DecodeStats, tokens: list[int]) -> None:
         tokens.append(int(v["logits"][0, -1].argmax()))
 
 
+def _verify_tree(models: Models, st: DecodeStats, tokens: list[int], tree: Tree, rule: AcceptRule):
+    """One verify pass over ``[tokens[-1], tree...]``: appends the accepted drafts and the bonus
+    token to ``tokens`` and their rows to the cache; returns ``(pass outputs, kept rows)``."""
+    P = models.vkv.n  # position of t_last = tokens[-1]
+    v = _verify(models, st, np.concatenate([[tokens[-1]], tree.token]), P + np.concatenate([[0], tree.depth]),
+                tree_mask(tree))
+    y = v["logits"][0].argmax(-1)  # verifier's greedy token after each node (index 0 = t_last)
+    best_n, best = _best_path(tree, y, len(tokens), rule)
+    st.accepted.append(best_n)
+    keep = np.concatenate([[0], best + 1])
+    models.vkv.append(v["new_kv"], keep=keep)
+    tokens += [int(t) for t in tree.token[best]] + [int(y[keep[-1]])]
+    return v, keep
+
+
+Tails = Callable[[list[int]], "list[list[int]]"]
+
+
+def _tail_passes(models: Models, st: DecodeStats, tokens: list[int], tails: Tails, rule: AcceptRule,
+                 compensate: "Compensate | None") -> None:
+    """Complete ``tokens`` without a drafter: each verify pass checks, as one tree, the
+    continuations ``tails(tokens)`` proposes for the remaining dims (e.g. the Kalman forecast and
+    the retrieved actions' own tails) and keeps the accepted prefix plus the bonus token; with no
+    continuation a pass is a plain decode step. With an exact rule the result is AR's."""
+    while len(tokens) < ACTION_DIM:
+        max_depth = ACTION_DIM - len(tokens) - 1  # the bonus token completes the action
+        tree = chain_tree(np.zeros(0, np.int64))
+        if max_depth > 0:
+            for tail in tails(tokens):
+                if len(tail):
+                    tree = add_branch(tree, np.asarray(tail[:max_depth], np.int64))
+        _verify_tree(models, st, tokens, tree, rule)
+        if len(tokens) < ACTION_DIM and compensate is not None and len(tree):
+            full = compensate(tokens)
+            if full is not None:
+                st.compensated += 1
+                tokens[:] = list(full)
+    del tokens[ACTION_DIM:]
+
+
 def decode_ar(models: Models, images: np.ndarray, prompt_ids) -> tuple[list[int], DecodeStats]:
     """Plain greedy: the prefill gives token 1, then 6 single-token decode passes."""
     st = DecodeStats()
@@ -176,7 +216,8 @@ Compensate = Callable[[list[int]], "list[int] | None"]
 def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: SpecConfig,
                        candidates: Tree | None = None, candidate_rule: AcceptRule | None = None,
                        compensate: Compensate | None = None,
-                       branch: Compensate | None = None, use_drafter: bool = True) -> tuple[list[int], DecodeStats]:
+                       branch: Compensate | None = None, use_drafter: bool = True,
+                       tails: Tails | None = None) -> tuple[list[int], DecodeStats]:
     """Speculative decoding; with ``candidates`` (a tree of whole-action drafts, depth 1 = the
     first action token, e.g. Kalman forecasts and retrieved actions) the first verifier pass is
     *one-pass verification*: the candidates ride in the prefill and are checked in the same
@@ -186,7 +227,9 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
     draft (a drafter round, or the prefill's candidate check; never after a plain prefill, where
     nothing was drafted yet: METHODS 2.3) (KERV): a 7-token list it returns ends decoding,
     ``None`` continues. ``branch(tokens)`` may return a predicted
-    continuation (KERV's Kalman forecast) that is added to every draft tree as one more branch."""
+    continuation (KERV's Kalman forecast) that is added to every draft tree as one more branch.
+    Without the drafter, ``tails(tokens)`` (continuations for the remaining dims) are verified
+    per pass instead (``_tail_passes``); without either, one token per pass."""
     st = DecodeStats()
     t0 = time.perf_counter()
     st.verifier_passes += 1
@@ -220,8 +263,11 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
     if len(tokens) >= ACTION_DIM:
         st.total_ms = (time.perf_counter() - t0) * 1e3
         return tokens[:ACTION_DIM], st
-    if models.draft is None or not use_drafter:  # one token per verifier pass
-        _one_per_pass(models, st, tokens)
+    if models.draft is None or not use_drafter:  # candidates' continuations, or one token per verifier pass
+        if tails is not None:
+            _tail_passes(models, st, tokens, tails, cfg.rule, compensate if candidates is not None else None)
+        else:
+            _one_per_pass(models, st, tokens)
         st.total_ms = (time.perf_counter() - t0) * 1e3
         return tokens, st
     # drafter over the committed sequence: row t pairs f_t with the input embedding of t+1
@@ -246,15 +292,9 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
             extra = branch(tokens)
             if extra:
                 tree = add_branch(tree, np.asarray(extra[:max_depth], np.int64))
-        v = _verify(models, st, np.concatenate([[tokens[-1]], tree.token]), P + np.concatenate([[0], tree.depth]),
-                    tree_mask(tree))
-        y = v["logits"][0].argmax(-1)  # verifier's greedy token after each node (index 0 = t_last)
-        best_n, best = _best_path(tree, y, len(tokens), cfg.rule)
-        st.accepted.append(best_n)
-        keep = np.concatenate([[0], best + 1])
-        new = tree.token[best].tolist() + [int(y[keep[-1]])]
-        models.vkv.append(v["new_kv"], keep=keep)
-        tokens += [int(t) for t in new]
+        n_before = len(tokens)
+        v, keep = _verify_tree(models, st, tokens, tree, cfg.rule)
+        new = tokens[n_before:]
         if len(tokens) >= ACTION_DIM:
             break
         if compensate is not None:

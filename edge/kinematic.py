@@ -6,8 +6,8 @@ holds one episode's kinematic state; ``reset()`` starts an episode. ``decode(mod
 prompt_ids, obs) -> (tokens, DecodeStats, info)`` decodes one action: ``models`` maps a precision
 name to its ``Models`` (DyQ-VLA picks one per step; without DyQ only ``cfg.precision`` is used),
 ``obs`` is the observation dict (``instruction`` and the image views, for the retrieval key).
-``info`` holds the step's plan (mode, precision, threshold, candidate sources) and the signals
-behind it, for telemetry and the benchmark's timeline plot. The step's final tokens update the
+``info`` holds the step's plan (mode, precision, threshold, candidate sources), ``whole`` (the
+source of a candidate accepted as the whole action: "kf" or "retrieval") and the signals behind it, for telemetry and the benchmark's timeline plot. The step's final tokens update the
 state (Kalman history, cooldown, skips in a row, the commanded path) in ``flush()``: the runtime
 calls it after the action is published, in the policy period's slack, so the Kalman update is off
 the frame-to-command path; ``decode`` flushes a pending update first, so the result never
@@ -197,18 +197,31 @@ class KinematicLayer:
         else:
             rule = AcceptRule(threshold_bins=tuple(int(x) for x in thr), exact_gripper=self.cfg.exact_gripper)
             rows, cand_rule = [], candidate_rule(rule, self.cfg.step, self.retrieval, "retrieval" in plan.candidates)
+            sources = []
             if "kf" in plan.candidates:
                 rows.append(kerv_predict_tokens(self.kstate, self.kerv))
+                sources.append("kf")
             if "retrieval" in plan.candidates:
                 rows.extend(ret["drafts"][: self.cfg.step.retrieval_candidates])
+                sources += ["retrieval"] * (len(rows) - len(sources))
             tree = drafts_to_tree(np.asarray(rows, np.int64)) if rows else None
             compensate, branch = self._kerv_hooks(filled) if self.cfg.use_kerv else (None, None)
             c = self.cfg
             spec = SpecConfig(c.draft, c.chain_len, c.top_k, c.depth, c.total_tokens, rule)
+            tails = None
+            if c.step.decoder == "tails":  # the candidates' continuations from the committed prefix
+
+                def tails(done, rows=rows, branch=branch):
+                    out = [branch(done)] if branch is not None else []
+                    return out + [[int(t) for t in r[len(done):]] for r in rows]
+
             tokens, st = decode_speculative(m, images, prompt_ids, spec, candidates=tree, candidate_rule=cand_rule,
                                             compensate=compensate, branch=branch,
                                             use_drafter=plan.mode in ("drafter", "onepass") and m.draft is not None
-                                            and self.cfg.step.decoder == "drafter")
+                                            and c.step.decoder == "drafter", tails=tails)
+            if rows and st.prefill_accepted >= ACTION_DIM:  # which candidate became the action, whole
+                info["whole"] = next((src for src, row in zip(sources, rows)
+                                      if [int(t) for t in row[:ACTION_DIM]] == tokens[:ACTION_DIM]), None)
         self._pending = (tokens, filled[0], plan.mode == "skip")
         return tokens, st, info
 

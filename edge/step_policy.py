@@ -12,8 +12,9 @@ is still on the accelerator). The modes, cheapest first:
 ``onepass``  whole-action candidates (the Kalman forecast of KERV; the top retrieved actions)
              ride in the verifier's prefill and are checked in that same forward pass; when one
              is accepted whole, the action costs exactly one verifier pass (the floor for any
-             verified action). What is rejected continues with the drafter tree (or, without a
-             drafter, one token per pass), with KERV's compensation of the rejected tail.
+             verified action). What is rejected continues with the drafter tree, the candidates'
+             own continuations (``decoder: tails``) or one token per pass, with KERV's
+             compensation of the rejected tail.
 ``drafter``  Spec-VLA: prefill, then drafter trees verified with the relaxed rule.
 ``ar``       plain greedy decoding (a baseline, and the fallback while nothing is warmed up).
 
@@ -34,7 +35,10 @@ Mode = Literal["skip", "onepass", "drafter", "ar"]
 
 @dataclasses.dataclass(frozen=True)
 class StepPolicyConfig:
-    decoder: Literal["ar", "drafter"] = "drafter"  # the base decoder when no candidate covers the action
+    # what completes an action the candidates leave unfinished (and decodes it when there are none): "drafter"
+    # (Spec-VLA trees), "ar" (one token per pass) or "tails" (no drafter: each pass verifies the candidates' own
+    # continuations, the Kalman forecast and the retrieved actions' tails; plain AR where there are no candidates)
+    decoder: Literal["ar", "drafter", "tails"] = "drafter"
     onepass: bool = True  # verify whole-action candidates inside the prefill
     kf_candidate: bool = True  # KERV: the Kalman forecast is a candidate (needs kf_ready)
     retrieval_candidates: int = 2  # HeiSD: top retrieved actions used as candidates (0 = off)
@@ -84,4 +88,4 @@ def plan_step(sig: StepSignals, cfg: StepPolicyConfig) -> tuple[StepPlan, dict]:
         cands.append("retrieval")
     if cands:
         return StepPlan("onepass", sig.precision, sig.threshold_bins, tuple(cands)), stats
-    return StepPlan(cfg.decoder, sig.precision, sig.threshold_bins), stats
+    return StepPlan("ar" if cfg.decoder == "tails" else cfg.decoder, sig.precision, sig.threshold_bins), stats

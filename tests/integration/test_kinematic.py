@@ -4,6 +4,8 @@ one verifier pass; verify-skip costs none and is bounded; KERV compensation cuts
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -158,7 +160,28 @@ def test_candidate_rule_token_exact_keeps_ar_where_the_group_rule_takes_wrong_dr
 
     group = stack()  # every action a candidate row accepted whole (retrieved, or the Kalman forecast of them)
     assert all(t != ar and s.verifier_passes == 1 for (t, s, _), ar in zip(group, world["ar"]))
-    assert group[0][0] == wrong[0]  # before the Kalman filter is ready, the retrieved row
+    assert group[0][0] == wrong[0] and group[0][2]["whole"] == "retrieval"  # before the Kalman filter is ready
+    assert {i["whole"] for _, _, i in group} <= {"kf", "retrieval"}
     exact = stack(candidate_rule="token", candidate_threshold_bins=0)
     assert [t for t, _, _ in exact] == world["ar"]
     assert all(i["mode"] == "onepass" and "retrieval" in i["candidates"] for _, _, i in exact)
+    assert all(i.get("whole") != "retrieval" for _, _, i in exact)
+
+
+def test_tails_decoder_completes_a_rejected_candidate_from_its_own_tail(world):
+    """Retrieved actions right except their first token: the prefill rejects each at dim 0 and its
+    bonus token is AR's; ``decoder: tails`` then verifies the row's own tail, so every action
+    costs two verifier passes, no drafter pass, and equals AR's (exact rule)."""
+    off = [[a[0] + 3] + list(a[1:]) for a in world["ar"]]
+    store = store_of(world, off)
+    rcfg = RetrievalConfig(top_k=1, search_pool=4, group_sum_bins=(0, 0, 0), group_token_max_bins=(0, 0, 0))
+    cfg = KinematicConfig(threshold_bins=0, use_retrieval=True, step=StepPolicyConfig(
+        decoder="tails", onepass=True, kf_candidate=False, retrieval_candidates=1, verify_skip=False,
+        candidate_rule="token", candidate_threshold_bins=0))
+    res = run(world, layer(world, cfg, retrieval=rcfg, store=store))
+    assert [t for t, _, _ in res] == world["ar"]
+    assert [(s.verifier_passes, s.drafter_passes, s.prefill_accepted) for _, s, _ in res] == [(2, 0, 0)] * len(res)
+    # without tails (one token per pass after the bonus) the same steps cost 1 + 6 passes
+    plain = dataclasses.replace(cfg, step=dataclasses.replace(cfg.step, decoder="ar"))
+    res = run(world, layer(world, plain, retrieval=rcfg, store=store))
+    assert [t for t, _, _ in res] == world["ar"] and all(s.verifier_passes == 7 for _, s, _ in res)
