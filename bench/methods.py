@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from edge.config import ConfigError, apply_overrides, from_dict, to_dict
 from edge.kinematic import KinematicConfig
 from edge.policy import DecoderConfig, PolicyConfig
 from edge.step_policy import StepPolicyConfig
@@ -96,8 +97,6 @@ def parse_variants(specs) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
 def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyConfig:
     for vname, vbase, overrides in files.variants:
         if vname == name:
-            from edge.config import ConfigError, apply_overrides, from_dict, to_dict
-
             cfg = method_config(vbase, base, dataclasses.replace(files, variants=()))
             try:
                 data = apply_overrides(to_dict(cfg), overrides, PolicyConfig)

@@ -132,10 +132,21 @@ def _verify_tree(models: Models, st: DecodeStats, tokens: list[int], tree: Tree,
 
 
 Tails = Callable[[list[int]], "list[list[int]]"]
+Compensate = Callable[[list[int]], "list[int] | None"]
+
+
+def _compensated(st: DecodeStats, tokens: list[int], compensate: Compensate | None) -> bool:
+    """KERV: ask ``compensate`` to complete ``tokens`` (filled in place, counted); True when it did."""
+    full = None if compensate is None else compensate(tokens)
+    if full is None:
+        return False
+    st.compensated += 1
+    tokens[:] = [int(t) for t in full]
+    return True
 
 
 def _tail_passes(models: Models, st: DecodeStats, tokens: list[int], tails: Tails, rule: AcceptRule,
-                 compensate: "Compensate | None") -> None:
+                 compensate: Compensate | None) -> None:
     """Complete ``tokens`` without a drafter: each verify pass checks, as one tree, the
     continuations ``tails(tokens)`` proposes for the remaining dims (e.g. the Kalman forecast and
     the retrieved actions' own tails) and keeps the accepted prefix plus the bonus token; with no
@@ -148,12 +159,8 @@ def _tail_passes(models: Models, st: DecodeStats, tokens: list[int], tails: Tail
                 if len(tail):
                     tree = add_branch(tree, np.asarray(tail[:max_depth], np.int64))
         _verify_tree(models, st, tokens, tree, rule)
-        if len(tokens) < ACTION_DIM and compensate is not None and len(tree):
-            full = compensate(tokens)
-            if full is not None:
-                st.compensated += 1
-                tokens[:] = list(full)
-    del tokens[ACTION_DIM:]
+        if len(tokens) < ACTION_DIM and len(tree):  # a pass that verified (and rejected) drafts
+            _compensated(st, tokens, compensate)
 
 
 def decode_ar(models: Models, images: np.ndarray, prompt_ids) -> tuple[list[int], DecodeStats]:
@@ -210,8 +217,6 @@ def _best_path(tree: Tree, y: np.ndarray, start_dim: int, rule: AcceptRule) -> t
     return best_n, best
 
 
-Compensate = Callable[[list[int]], "list[int] | None"]
-
 
 def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: SpecConfig,
                        candidates: Tree | None = None, candidate_rule: AcceptRule | None = None,
@@ -254,18 +259,15 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
         if n < ACTION_DIM:
             tokens.append(int(y0[0 if n == 0 else best[-1] + 1]))
     tokens = [int(t) for t in tokens]
-    if len(tokens) < ACTION_DIM and compensate is not None and candidates is not None:
+    if len(tokens) < ACTION_DIM and candidates is not None:
         # KERV fills a tail rejected by a verification; a plain prefill has verified no draft yet
-        full = compensate(tokens)
-        if full is not None:
-            st.compensated += 1
-            tokens = list(full)
+        _compensated(st, tokens, compensate)
     if len(tokens) >= ACTION_DIM:
         st.total_ms = (time.perf_counter() - t0) * 1e3
         return tokens[:ACTION_DIM], st
     if models.draft is None or not use_drafter:  # candidates' continuations, or one token per verifier pass
         if tails is not None:
-            _tail_passes(models, st, tokens, tails, cfg.rule, compensate if candidates is not None else None)
+            _tail_passes(models, st, tokens, tails, cfg.rule, compensate)
         else:
             _one_per_pass(models, st, tokens)
         st.total_ms = (time.perf_counter() - t0) * 1e3
@@ -297,12 +299,8 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
         new = tokens[n_before:]
         if len(tokens) >= ACTION_DIM:
             break
-        if compensate is not None:
-            full = compensate(tokens)
-            if full is not None:
-                st.compensated += 1
-                tokens = list(full)
-                break
+        if _compensated(st, tokens, compensate):
+            break
         models.dkv.rollback(P)
         d = _draft(models, st, v["hidden"][0, keep], new, P + np.arange(len(keep)),
                    np.tril(np.ones((len(keep), len(keep)), bool)))

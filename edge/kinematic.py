@@ -7,8 +7,8 @@ prompt_ids, obs) -> (tokens, DecodeStats, info)`` decodes one action: ``models``
 name to its ``Models`` (DyQ-VLA picks one per step; without DyQ only ``cfg.precision`` is used),
 ``obs`` is the observation dict (``instruction`` and the image views, for the retrieval key).
 ``info`` holds the step's plan (mode, precision, threshold, candidate sources), ``whole`` (the
-source of a candidate accepted as the whole action: "kf" or "retrieval") and the signals behind it, for telemetry and the benchmark's timeline plot. The step's final tokens update the
-state (Kalman history, cooldown, skips in a row, the commanded path) in ``flush()``: the runtime
+source of a candidate accepted as the whole action: "kf" or "retrieval") and the signals behind
+it, for telemetry and the benchmark's timeline plot. The step's final tokens update the state (Kalman history, cooldown, skips in a row, the commanded path) in ``flush()``: the runtime
 calls it after the action is published, in the policy period's slack, so the Kalman update is off
 the frame-to-command path; ``decode`` flushes a pending update first, so the result never
 depends on whether or when ``flush`` was called.
