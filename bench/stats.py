@@ -6,6 +6,9 @@
   runtime and the benchmarks report the same statistics).
 - ``speedup(ar_ms, method_ms)``: per-pair ratio ``ar / method`` summarised as min / median / max
   (ratios are taken pair by pair, so machine noise that hits both sides cancels).
+- ``throughput_ratio(ar_ms, method_ms)``: per-episode latency lists, paired; AR's mean latency per
+  action over all episodes / the method's, with a 95% percentile-bootstrap interval that resamples
+  episode pairs (seeded, so a rerun on the same data gives the same interval).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from edge.telemetry import percentiles
 
-__all__ = ["paired_difference", "percentiles", "speedup"]
+__all__ = ["paired_difference", "percentiles", "speedup", "throughput_ratio"]
 
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
@@ -46,3 +49,17 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
 def speedup(ar_ms: Sequence[float], method_ms: Sequence[float]) -> dict:
     r = np.asarray(ar_ms, float) / np.asarray(method_ms, float)
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())}
+
+
+def throughput_ratio(ar_ms: Sequence[Sequence[float]], method_ms: Sequence[Sequence[float]],
+                     resamples: int = 2000, seed: int = 0) -> dict:
+    if len(ar_ms) != len(method_ms) or not len(ar_ms):
+        raise ValueError(f"need the same number (> 0) of paired episodes, got {len(ar_ms)} and {len(method_ms)}")
+    sums = np.array([[np.sum(a), len(a), np.sum(b), len(b)] for a, b in zip(ar_ms, method_ms)], float)
+
+    def ratio(s: np.ndarray) -> np.ndarray:  # rows of sums -> (AR mean) / (method mean)
+        return (s[..., 0].sum(-1) / s[..., 1].sum(-1)) / (s[..., 2].sum(-1) / s[..., 3].sum(-1))
+
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
+    lo, hi = np.percentile(ratio(sums[idx]), [2.5, 97.5])
+    return {"ratio": float(ratio(sums)), "ci95": (float(lo), float(hi)), "episodes": len(sums)}

@@ -234,7 +234,8 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
     ``None`` continues. ``branch(tokens)`` may return a predicted
     continuation (KERV's Kalman forecast) that is added to every draft tree as one more branch.
     Without the drafter, ``tails(tokens)`` (continuations for the remaining dims) are verified
-    per pass instead (``_tail_passes``); without either, one token per pass."""
+    per pass instead (``_tail_passes``), under the candidates' rule: they are the candidates'
+    own continuations, not drafter guesses; without either, one token per pass."""
     st = DecodeStats()
     t0 = time.perf_counter()
     st.verifier_passes += 1
@@ -267,7 +268,7 @@ def decode_speculative(models: Models, images: np.ndarray, prompt_ids, cfg: Spec
         return tokens[:ACTION_DIM], st
     if models.draft is None or not use_drafter:  # candidates' continuations, or one token per verifier pass
         if tails is not None:
-            _tail_passes(models, st, tokens, tails, cfg.rule, compensate)
+            _tail_passes(models, st, tokens, tails, candidate_rule or cfg.rule, compensate)
         else:
             _one_per_pass(models, st, tokens)
         st.total_ms = (time.perf_counter() - t0) * 1e3

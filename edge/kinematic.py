@@ -36,8 +36,9 @@ Candidates and acceptance (``candidate_rule``). By default retrieved candidates 
 HeiSD's group rule (groups xyz / rpy / gripper), a Kalman forecast alone with the step's token
 rule (KERV's per-dim threshold); when both ride in one prefill the group rule applies to the
 tree. ``step.candidate_rule: token`` checks every candidate per token instead, at
-``step.candidate_threshold_bins`` (0: exact) or the step's threshold. The drafter's trees always
-use the step's token rule.
+``step.candidate_threshold_bins`` (0: exact) or the step's threshold. ``decoder: tails`` checks
+the candidates' continuations with the same candidate rule. The drafter's trees, the Kalman
+branch hung in them included, always use the step's token rule.
 """
 
 from __future__ import annotations

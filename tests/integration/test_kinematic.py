@@ -185,3 +185,19 @@ def test_tails_decoder_completes_a_rejected_candidate_from_its_own_tail(world):
     plain = dataclasses.replace(cfg, step=dataclasses.replace(cfg.step, decoder="ar"))
     res = run(world, layer(world, plain, retrieval=rcfg, store=store))
     assert [t for t, _, _ in res] == world["ar"] and all(s.verifier_passes == 7 for _, s, _ in res)
+
+
+def test_tails_are_checked_by_the_candidate_rule_not_the_step_rule(world):
+    """Retrieved actions 3 bins off on every token, a step rule wide enough to take anything and
+    exact candidates: the prefill rejects each row at dim 0, and each tail pass must reject the
+    row's tail too (it is a candidate's continuation, checked like the candidate), so the steps
+    equal AR's, one token per pass."""
+    wrong = [[t + 3 for t in a] for a in world["ar"]]
+    store = store_of(world, wrong)
+    rcfg = RetrievalConfig(top_k=1, search_pool=4)
+    cfg = KinematicConfig(threshold_bins=10**6, use_retrieval=True, step=StepPolicyConfig(
+        decoder="tails", onepass=True, kf_candidate=False, retrieval_candidates=1, verify_skip=False,
+        candidate_rule="token", candidate_threshold_bins=0))
+    res = run(world, layer(world, cfg, retrieval=rcfg, store=store))
+    assert [t for t, _, _ in res] == world["ar"]
+    assert all(s.verifier_passes == 7 and s.prefill_accepted == 0 for _, s, _ in res)
