@@ -14,11 +14,16 @@ Names (``python -m bench --methods ...``):
   rule, verify-skip under the calibrated bound, the fused-metric switch), from ``--retrieval``.
 - ``dyq``: Spec-VLA + DyQ-VLA (per-step verifier precision from the kinematic sensitivity, over
   ``--dyq-levels``).
-- ``full``: all of the above plus the Kalman forecast as a one-pass candidate, planned per step.
+- ``full``: all of the above plus the Kalman forecast as a one-pass candidate, planned per step,
+  with every whole-action candidate (the Kalman forecast, the retrieved actions) checked exactly
+  (``candidate_rule: token``, ``candidate_threshold_bins: 0``). The group rule (``heisd``'s, the
+  paper's) or a relaxed token rule on candidates cost 12 to 28 points of success in the full stack
+  (README "Benchmarks"): an accepted forecast keeps the arm's momentum and its errors add up step
+  after step. The drafter's tokens keep the step's relaxed rule (Spec-VLA's, KERV's threshold).
 
 Variants (``--variant NAME=BASE:KEY=VALUE;KEY=VALUE``): method ``BASE`` with ``PolicyConfig``
 fields overridden, by the same dotted keys and checks as ``python -m edge run --set`` (e.g.
-``full-tok0=full:kinematic.step.candidate_rule=token;kinematic.step.candidate_threshold_bins=0``),
+``full-group=full:kinematic.step.candidate_rule=group`` for the full stack with HeiSD's group rule),
 so configurations are compared side by side in one run without new method names in code.
 
 A method whose calibration file is missing is an error naming the file and the command that
@@ -114,8 +119,11 @@ def method_config(name: str, base: PolicyConfig, files: MethodFiles) -> PolicyCo
     kerv = name in ("kerv", "full")
     retrieval = name in ("heisd", "full")
     dyq = name in ("dyq", "full")
-    step = StepPolicyConfig(onepass=name in ("heisd", "full"), kf_candidate=name == "full",
-                            retrieval_candidates=2 if retrieval else 0, verify_skip=retrieval)
+    full = name == "full"
+    step = StepPolicyConfig(onepass=name in ("heisd", "full"), kf_candidate=full,
+                            retrieval_candidates=2 if retrieval else 0, verify_skip=retrieval,
+                            candidate_rule="token" if full else "group",
+                            candidate_threshold_bins=0 if full else None)
     kin = KinematicConfig(
         kerv_file=_need(files.kerv, "a KERV file (--kerv)", "python -m calib kerv") if kerv else "",
         retrieval_file=_need(files.retrieval, "a retrieval file (--retrieval)", "python -m calib retrieval") if retrieval else "",

@@ -28,13 +28,16 @@ def test_variants_override_policy_fields_and_name_bad_keys(tmp_path):
 
     kerv, ret = tmp_path / "kerv.json", tmp_path / "ret.json"
     kerv.write_text("{}"), ret.write_text("{}")
-    v = parse_variants(["full-tok0=full:kinematic.step.candidate_rule=token;kinematic.step.candidate_threshold_bins=0",
+    v = parse_variants(["full-group=full:kinematic.step.candidate_rule=group;kinematic.step.candidate_threshold_bins=null",
                         "spec-r2=specvla:decoder.threshold_bins=2"])
     files = MethodFiles(kerv=str(kerv), retrieval=str(ret), variants=v)
-    full, tok0 = method_config("full", PolicyConfig(), files), method_config("full-tok0", PolicyConfig(), files)
-    assert full.kinematic.step.candidate_rule == "group" and full.kinematic.step.candidate_threshold_bins is None
-    assert tok0.kinematic.step.candidate_rule == "token" and tok0.kinematic.step.candidate_threshold_bins == 0
-    assert tok0.kinematic.step.kf_candidate and tok0.kinematic.use_retrieval  # the rest is the base method's
+    full, group = method_config("full", PolicyConfig(), files), method_config("full-group", PolicyConfig(), files)
+    heisd = method_config("heisd", PolicyConfig(), files)
+    # the full stack checks its whole-action candidates exactly; HeiSD keeps the paper's group rule
+    assert full.kinematic.step.candidate_rule == "token" and full.kinematic.step.candidate_threshold_bins == 0
+    assert heisd.kinematic.step.candidate_rule == "group" and heisd.kinematic.step.candidate_threshold_bins is None
+    assert group.kinematic.step.candidate_rule == "group" and group.kinematic.step.candidate_threshold_bins is None
+    assert group.kinematic.step.kf_candidate and group.kinematic.use_retrieval  # the rest is the base method's
     assert method_config("spec-r2", PolicyConfig(), files).decoder.threshold_bins == 2
     with pytest.raises(ValueError, match="did you mean 'candidate_rule'"):
         method_config("x", PolicyConfig(), MethodFiles(kerv=str(kerv), retrieval=str(ret), variants=parse_variants(
