@@ -23,7 +23,8 @@ Names (``python -m bench --methods ...``):
 
 Variants (``--variant NAME=BASE:KEY=VALUE;KEY=VALUE``): method ``BASE`` with ``PolicyConfig``
 fields overridden, by the same dotted keys and checks as ``python -m edge run --set`` (e.g.
-``full-group=full:kinematic.step.candidate_rule=group`` for the full stack with HeiSD's group rule),
+``full-group=full:kinematic.step.candidate_rule=group;kinematic.step.candidate_threshold_bins=null``,
+the full stack with HeiSD's group rule on candidates as it was before exact candidates),
 so configurations are compared side by side in one run without new method names in code.
 
 A method whose calibration file is missing is an error naming the file and the command that
